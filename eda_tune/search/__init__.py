@@ -1,0 +1,1 @@
+"""Search spaces and (later) the Optuna tuner."""

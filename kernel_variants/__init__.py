@@ -1,0 +1,1 @@
+"""Kernel generators, one sub-package per backend (each with a ``backend.py``)."""
