@@ -1,0 +1,1 @@
+"""Timing, floors and benchmark reports."""

@@ -1,0 +1,1 @@
+"""Subcommands of the ``eda-tune`` CLI, one module each."""
