@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from eda_tune.errors import EdaInputError
+from eda_tune.errors import ConfigError, EdaInputError
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -122,7 +122,7 @@ class Config:
         if isinstance(data, Config):
             return data
         if not isinstance(data, Mapping):
-            raise EdaInputError(f"config must be a mapping of tunables but got {type(data).__name__}")
+            raise ConfigError(f"config must be a mapping of tunables but got {type(data).__name__}")
         return cls(tuple(sorted((str(k), _plain(v)) for k, v in data.items())))
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,7 +150,7 @@ def _plain(value: Any) -> Any:
         return value
     if hasattr(value, "item"):
         return value.item()
-    raise EdaInputError(f"config values must be plain bool/int/float/str but got {type(value).__name__}")
+    raise ConfigError(f"config values must be plain bool/int/float/str but got {type(value).__name__}")
 
 
 # ---------------------------------------------------------------------------------------------

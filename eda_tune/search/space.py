@@ -247,6 +247,8 @@ class SearchSpace:
     def complete(self, config: Mapping[str, Any] | Config | None, base: Mapping[str, Any]) -> dict[str, Any]:
         """A partial user config filled with ``base`` values; unknown names are an error."""
         values = dict(base)
+        if config is not None and not isinstance(config, Mapping | Config):
+            raise ConfigError(f"config must be a mapping of tunables but got {type(config).__name__}")
         given = config.to_dict() if isinstance(config, Config) else dict(config or {})
         unknown = sorted(set(given) - set(self.parameters))
         if unknown:

@@ -55,6 +55,12 @@ class TorchCompileBackend(Backend):
 
     def _build(self, problem: Problem, config: Config) -> EdaKernel:
         mode = str(config["mode"])
+        # every (problem, config) is its own build, but dynamo keys its cache on the code object
+        # of intra/step, which all builds share: allow one entry per build instead of 8 in all
+        import torch._dynamo.config as dynamo_config
+
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 256)
+        dynamo_config.accumulated_recompile_limit = max(dynamo_config.accumulated_recompile_limit, 4096)
         opts = {"mode": None if mode == "default" else mode, "dynamic": None, "fullgraph": True}
         fns = ChunkFns(intra=torch.compile(intra, **opts), step=torch.compile(step, **opts))
         return _kernel(config, fns)
