@@ -58,10 +58,11 @@ def validate_inputs(
     if g is not None:
         _shape("g", _tensor("g", g), (B, T, H), "B, T, H")
     device = q.device
-    for name, x in (("k", k), ("v", v), ("e", e), ("g", g), ("beta", beta), ("gamma", gamma),
-                    ("initial_state", initial_state)):
-        if x is not None and x.device != device:
-            raise EdaInputError(f"{name} must be on q's device {device} but is on {x.device}")
+    others: tuple[tuple[str, torch.Tensor | None], ...] = (
+        ("k", k), ("v", v), ("e", e), ("g", g), ("beta", beta), ("gamma", gamma), ("initial_state", initial_state))
+    for name, other in others:
+        if other is not None and other.device != device:
+            raise EdaInputError(f"{name} must be on q's device {device} but is on {other.device}")
     if scale is None:
         scale = K ** -0.5
     elif isinstance(scale, bool) or not isinstance(scale, int | float):

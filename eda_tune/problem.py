@@ -116,7 +116,7 @@ class Config:
     items: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> Config:
+    def from_dict(cls, data: Mapping[str, Any] | Config | None) -> Config:
         if data is None:
             return cls()
         if isinstance(data, Config):

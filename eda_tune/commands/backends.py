@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 NAME = "backends"
 HELP = "list backends, whether they are available here, and why not"
@@ -19,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
 
     from eda_tune.backends import all_backends, broken_backends
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for b in all_backends():
         ok, why = b.is_available()
         rows.append({"name": b.name, "available": ok, "reason": why, "backward": b.supports_backward,

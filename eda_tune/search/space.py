@@ -329,7 +329,7 @@ def _parse_param(name: str, spec: Any, fail: Callable[[str], SearchSpaceError]) 
     log = bool(spec.get("log", False))
     if log and low <= 0:
         raise fail(f"parameter {name!r}: a log range needs 'low' > 0 but got {low}")
-    if log and kind == "int" and (low & (low - 1) or high & (high - 1)):
+    if log and kind == "int" and (int(low) & (int(low) - 1) or int(high) & (int(high) - 1)):
         raise fail(f"parameter {name!r}: an int log range spans powers of two; got {low}..{high}")
     step = spec.get("step")
     if step is not None and (not isinstance(step, int | float) or step <= 0):

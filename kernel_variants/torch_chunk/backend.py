@@ -61,6 +61,7 @@ class TorchCompileBackend(Backend):
 
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 256)
         dynamo_config.accumulated_recompile_limit = max(dynamo_config.accumulated_recompile_limit, 4096)
-        opts = {"mode": None if mode == "default" else mode, "dynamic": None, "fullgraph": True}
-        fns = ChunkFns(intra=torch.compile(intra, **opts), step=torch.compile(step, **opts))
+        compile_mode = None if mode == "default" else mode
+        fns = ChunkFns(intra=torch.compile(intra, mode=compile_mode, fullgraph=True),
+                       step=torch.compile(step, mode=compile_mode, fullgraph=True))
         return _kernel(config, fns)
