@@ -12,6 +12,12 @@ from eda_tune.errors import EdaError
 
 COMMANDS = (
     "eda_tune.commands.backends",
+    "eda_tune.commands.tune",
+    "eda_tune.commands.show",
+    "eda_tune.commands.check",
+    "eda_tune.commands.bench",
+    "eda_tune.commands.compare",
+    "eda_tune.commands.plot_study",
 )
 
 

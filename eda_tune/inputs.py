@@ -32,12 +32,89 @@ def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return x * torch.rsqrt((x * x).sum(-1, keepdim=True) + eps)
 
 
+_FLOAT_SET = frozenset(FLOAT_DTYPES)
+_PROBLEMS: dict[tuple[object, ...], Problem] = {}
+
+
+def _fast_path(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor, g: torch.Tensor | None,
+    beta: torch.Tensor, gamma: torch.Tensor, scale: float | None, initial_state: torch.Tensor | None,
+    output_final_state: bool, use_qk_l2norm_in_kernel: bool,
+) -> tuple[Problem, float] | None:
+    """The common call (no cu_seqlens), checked with fewer Python calls; None sends the call to the
+    full validation (which then raises its usual error, or accepts a case this path does not cover).
+
+    Checks exactly what the full path checks for such a call, and reuses the Problem of an earlier
+    call of the same shapes and options (building one costs several microseconds)."""
+    T_ = torch.Tensor
+    if not (type(q) is T_ and type(k) is T_ and type(v) is T_ and type(e) is T_ and type(beta) is T_
+            and type(gamma) is T_ and (g is None or type(g) is T_)
+            and (initial_state is None or type(initial_state) is T_)):
+        return None
+    if output_final_state is not True and output_final_state is not False:
+        return None
+    if use_qk_l2norm_in_kernel is not True and use_qk_l2norm_in_kernel is not False:
+        return None
+    dt = q.dtype
+    if dt not in _FLOAT_SET or k.dtype is not dt or v.dtype is not dt or e.dtype is not dt \
+            or beta.dtype not in _FLOAT_SET or gamma.dtype not in _FLOAT_SET \
+            or (g is not None and g.dtype not in _FLOAT_SET):
+        return None
+    shape = q.shape
+    if len(shape) != 4 or k.shape != shape or e.shape != shape:
+        return None
+    B, T, H, K = shape
+    vs = v.shape
+    if len(vs) != 4 or vs[0] != B or vs[1] != T or vs[2] != H:
+        return None
+    V = vs[3]
+    if B < 1 or T < 1 or H < 1 or K < 1 or V < 1:
+        return None
+    bth = shape[:3]
+    if beta.shape != bth or gamma.shape != bth or (g is not None and g.shape != bth):
+        return None
+    device = q.device
+    if k.device != device or v.device != device or e.device != device or beta.device != device \
+            or gamma.device != device or (g is not None and g.device != device):
+        return None
+    if initial_state is not None:
+        if initial_state.dtype not in _FLOAT_SET or initial_state.device != device \
+                or initial_state.shape != (B, H, K, V):
+            return None
+    if scale is None:
+        scale_f = K ** -0.5
+    elif type(scale) is float and 0.0 < scale < float("inf"):
+        scale_f = scale
+    else:
+        return None
+    training = torch.is_grad_enabled() and (
+        q.requires_grad or k.requires_grad or v.requires_grad or e.requires_grad or beta.requires_grad
+        or gamma.requires_grad or (g is not None and g.requires_grad)
+        or (initial_state is not None and initial_state.requires_grad))
+    key = (B, T, H, K, V, dt, g is not None, initial_state is not None, output_final_state,
+           use_qk_l2norm_in_kernel, training, device.type)
+    problem = _PROBLEMS.get(key)
+    if problem is None:
+        problem = Problem(B=B, T=T, H=H, K=K, V=V, dtype=DTYPE_NAMES[dt], gate=g is not None, num_seqs=0,
+                          initial_state=initial_state is not None, final_state=output_final_state,
+                          l2norm=use_qk_l2norm_in_kernel, training=training, device=device.type)
+        if len(_PROBLEMS) > 4096:  # a model with ever-changing shapes must not grow this forever
+            _PROBLEMS.clear()
+        _PROBLEMS[key] = problem
+    return problem, scale_f
+
+
 def validate_inputs(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor, g: torch.Tensor | None,
     beta: torch.Tensor, gamma: torch.Tensor, scale: float | None, initial_state: torch.Tensor | None,
     output_final_state: bool, cu_seqlens: torch.Tensor | None, use_qk_l2norm_in_kernel: bool = False,
 ) -> tuple[Problem, float, list[int] | None]:
     """Check every argument of ``chunk_eda``; return the Problem, the scale and cu_seqlens as a list."""
+    if cu_seqlens is None:
+        fast = _fast_path(q, k, v, e, g, beta, gamma, scale, initial_state, output_final_state,
+                          use_qk_l2norm_in_kernel)
+        if fast is not None:
+            return fast[0], fast[1], None
     q = _tensor("q", q)
     if q.dim() != 4:
         raise EdaInputError(f"q must have rank 4 [B, T, H, K] but got shape {list(q.shape)}")

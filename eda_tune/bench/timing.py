@@ -45,7 +45,7 @@ def time_fn(fn: Callable[[], Any], device: str = "cuda", warmup_ms: float = 25.0
         t0 = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - t0) * 1e3)
-    q = statistics.quantiles(samples, n=10) if len(samples) >= 2 else samples * 9
+    q = statistics.quantiles(samples, n=10, method="inclusive") if len(samples) >= 2 else samples * 9
     return Timing(statistics.median(samples), q[1], q[7], "wall-clock")
 
 

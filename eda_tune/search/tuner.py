@@ -1,0 +1,438 @@
+"""The tuner: one Optuna study per (device slug, backend, shape class), results merged into YAML.
+
+Each trial: sample a config from the backend's search space, reject it (``PRUNED``, reason recorded,
+nothing compiled) if it breaks a constraint, else hand it to the runner (an isolated worker process)
+to build, check against the float64 reference and time. A failure of any kind is recorded on the
+trial (``FAIL``, user attrs ``kind`` and ``reason``) and the study goes on.
+
+Resuming: trials live in the Optuna storage (default: a journal file in the cache folder). Running
+the same command again loads each study, counts its *evaluated* trials (``COMPLETE`` and ``FAIL``,
+not constraint rejections and not trials cut short by an interrupt) and runs only the remainder of
+``trials``. A new study gets the backend's default config enqueued as its first trial, so
+``default_time_ms`` is measured in the same process as the tuned time. A config already evaluated in
+the study is not measured again (its result is copied to the new trial). A finite space stops early
+once every valid config has been evaluated.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from eda_tune import results as results_mod
+from eda_tune.backends import Backend
+from eda_tune.errors import EdaInputError
+from eda_tune.problem import Config, Problem, ShapeClass
+from eda_tune.search.objective import backend_spec
+from eda_tune.search.space import SearchSpace
+from eda_tune.search.worker import InProcessRunner, IsolatedRunner, Runner
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes")
+EVALUATED = (TrialState.COMPLETE, TrialState.FAIL)
+
+
+def default_storage_path() -> Path:
+    return results_mod.cache_dir() / "studies.journal"
+
+
+def make_storage(url: str | None) -> Any:
+    """An Optuna storage: None -> the journal file in the cache folder; ``journal:PATH`` or a path
+    ending in ``.journal``/``.log`` -> a journal file; anything else -> an Optuna URL (sqlite:///...)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if url is None or url.startswith("journal:") or (("://" not in url) and url.endswith((".journal", ".log"))):
+        path = default_storage_path() if url is None else Path(url.removeprefix("journal:")).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if "://" not in url:
+        raise EdaInputError(f"--storage must be an Optuna storage URL (sqlite:///FILE, postgresql://...), "
+                            f"journal:FILE or a FILE.journal path but got {url!r}")
+    return url
+
+
+def _grid_space(space: SearchSpace) -> dict[str, list[Any]]:
+    """The grid sampler's space, over the names ``SearchSpace.suggest`` asks for."""
+    out: dict[str, list[Any]] = {}
+    for name, p in space.parameters.items():
+        values = p.values()
+        if values is None:
+            raise EdaInputError(f"--sampler grid needs a finite search space but {space.source} has the "
+                                f"continuous parameter {name!r}")
+        if p.choices is None and p.type == "int" and p.log:
+            out[f"{name}__log2"] = [int(math.log2(v)) for v in values]
+        else:
+            out[name] = list(values)
+    return out
+
+
+def params_of(space: SearchSpace, config: Config) -> dict[str, Any]:
+    """Optuna params that make ``space.suggest`` return ``config`` (for enqueueing a config)."""
+    out: dict[str, Any] = {}
+    for name, p in space.parameters.items():
+        value = config[name]
+        if p.choices is None and p.type == "int" and p.log:
+            out[f"{name}__log2"] = int(math.log2(value))
+        else:
+            out[name] = value
+    return out
+
+
+class _AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler calls ``study.stop()`` when the grid is done, which only works inside
+    ``study.optimize``; the tuner drives ask/tell and stops by itself (every valid config seen)."""
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        return None
+
+    def is_exhausted(self, study: optuna.Study) -> bool:
+        return len(self._get_unvisited_grid_ids(study)) == 0
+
+
+def make_sampler(name: str, seed: int, space: SearchSpace, n_trials: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=False,
+                                              n_startup_trials=max(3, min(10, n_trials // 4)))
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return _AskTellGridSampler(_grid_space(space), seed=seed)
+    if name == "cmaes":
+        try:
+            import cmaes  # noqa: F401
+        except ImportError:
+            raise EdaInputError("--sampler cmaes needs the 'cmaes' package (pip install cmaes)") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    raise EdaInputError(f"--sampler must be one of {list(SAMPLERS)} but got {name!r}")
+
+
+@dataclass
+class TuneOptions:
+    trials: int = 20
+    timeout: float | None = None          # per study, seconds (checked between trials)
+    trial_timeout: float | None = 600.0   # per trial, seconds (the worker is killed past it)
+    sampler: str = "tpe"
+    seed: int = 0
+    warmup_ms: float = 25.0
+    rep_ms: float = 100.0
+    check_heads: int = 2
+    check_T: int = 1024
+    remeasure: bool = True                # re-time best and default back to back after the study
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise EdaInputError(f"--trials must be >= 1 but got {self.trials}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise EdaInputError(f"--timeout must be > 0 seconds but got {self.timeout}")
+        if self.trial_timeout is not None and not self.trial_timeout > 0:
+            raise EdaInputError(f"--trial-timeout must be > 0 seconds but got {self.trial_timeout}")
+        if self.sampler not in SAMPLERS:
+            raise EdaInputError(f"--sampler must be one of {list(SAMPLERS)} but got {self.sampler!r}")
+
+
+@dataclass
+class StudyOutcome:
+    study_name: str
+    backend: str
+    shape_class: ShapeClass
+    problem: Problem
+    shape: str
+    best_config: dict[str, Any] | None
+    best_time_ms: float | None
+    default_time_ms: float | None
+    trials: int
+    failed: int
+    pruned: int
+    ran: int
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def backend_result(self) -> results_mod.BackendResult:
+        extra: dict[str, Any] = {"pruned": self.pruned, "study": self.study_name,
+                                 "tuned_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        if self.reason:
+            extra["reason"] = self.reason
+        extra.update(self.extra)
+        return results_mod.BackendResult(config=self.best_config, time_ms=self.best_time_ms,
+                                         default_time_ms=self.default_time_ms, trials=self.trials,
+                                         failed=self.failed, extra=extra)
+
+
+class StudyMismatch(EdaInputError):
+    """The study of a shape class in this storage measured another problem of that class."""
+
+
+def study_name(slug: str, backend: str, shape_class: ShapeClass) -> str:
+    return f"{slug}:{backend}:{shape_class.key}"
+
+
+def _evaluated(t: optuna.trial.FrozenTrial) -> bool:
+    """A trial that measured a config (not a constraint rejection, a copy of an earlier measurement
+    of the same config, or a trial cut short by an interrupt): what ``--trials`` counts."""
+    return (t.state in EVALUATED and t.user_attrs.get("kind") != "interrupted"
+            and t.user_attrs.get("reused_from") is None)
+
+
+ProgressFn = Callable[[int, int, float | None], None]
+
+
+def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape: str, opts: TuneOptions,
+              runner: Runner, progress: ProgressFn | None = None, space: SearchSpace | None = None,
+              name: str | None = None) -> StudyOutcome:
+    """Run (or continue) the study of (slug, backend, class of ``problem``) up to ``opts.trials``.
+
+    ``space`` narrows the backend's search space (a subset: every config must still satisfy the
+    backend's own constraints); ``name`` overrides the study name (benchmarks)."""
+    space = space or backend.search_space
+    extra = backend.constraint_vars(problem)
+    cls = ShapeClass.of(problem)
+    name = name or study_name(slug, backend.name, cls)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True,
+                                sampler=make_sampler(opts.sampler, opts.seed, space, opts.trials))
+    stored = study.user_attrs.get("problem_key")
+    if stored is None:
+        study.set_user_attr("problem_key", problem.key)
+        study.set_user_attr("problem", problem.to_dict())
+        study.set_user_attr("shape", shape)
+    elif stored != problem.key:
+        raise StudyMismatch(f"study {name!r} in this storage tuned the problem {stored} but now {problem.key} "
+                            f"was asked (same shape class); use that shape, or another --storage")
+    # a trial left RUNNING by an interrupted earlier run is closed as failed and not counted
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, "kind", "interrupted")
+        study._storage.set_trial_user_attr(t._trial_id, "reason", "interrupted: left running by an earlier run")
+        study.tell(t.number, state=TrialState.FAIL)
+    trials = study.get_trials(deepcopy=False)
+    default_cfg = backend.default_config(problem)
+    if not space.check(problem, default_cfg, extra)[0]:
+        default_cfg = space.default(problem, extra)
+    if not trials:
+        study.enqueue_trial(params_of(space, default_cfg), user_attrs={"is_default": True})
+    seen: dict[str, optuna.trial.FrozenTrial] = {}
+    for t in trials:
+        if _evaluated(t) and "config_key" in t.user_attrs:
+            seen.setdefault(t.user_attrs["config_key"], t)
+    done = sum(_evaluated(t) for t in trials)
+    valid_keys: set[str] | None = None
+    if space.is_finite() and space.grid_size() <= 100_000:
+        valid_keys = {Config.from_dict(c).key for c in space.valid_grid(problem, extra)}
+    deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
+    pruned_now, ran = 0, 0
+    # a grid walks through its infeasible points once; a sampler stuck on infeasible configs is stopped
+    max_pruned = math.inf if opts.sampler == "grid" else max(200, 50 * opts.trials)
+    best = _best(study)
+    if progress:
+        progress(done, opts.trials, best)
+    while done < opts.trials:
+        if deadline is not None and time.monotonic() > deadline:
+            log.info("study %s: --timeout reached after %d trials", name, done)
+            break
+        sampler = study.sampler
+        if isinstance(sampler, _AskTellGridSampler) and sampler.is_exhausted(study):
+            log.info("study %s: the grid is done", name)
+            break
+        if valid_keys is not None and valid_keys <= set(seen):
+            log.info("study %s: every valid config of the space has been evaluated", name)
+            break
+        if pruned_now >= max_pruned:
+            log.warning("study %s: %d sampled configs in a row broke constraints or were already "
+                        "evaluated; stopping", name, pruned_now)
+            break
+        trial = study.ask()
+        try:
+            values = space.suggest(trial)
+            config = Config.from_dict(values)
+            trial.set_user_attr("config", config.to_dict())
+            trial.set_user_attr("config_key", config.key)
+            if config.key == default_cfg.key:
+                trial.set_user_attr("is_default", True)
+            ok, why = space.check(problem, values, extra)
+            if not ok:
+                trial.set_user_attr("kind", "constraint")
+                trial.set_user_attr("reason", f"constraint: {why}")
+                study.tell(trial, state=TrialState.PRUNED)
+                pruned_now += 1
+                continue
+            prev = seen.get(config.key)
+            if prev is not None:
+                # the sampler learns from the copy; the budget counts measured configs only
+                pruned_now += 1
+                trial.set_user_attr("reused_from", prev.number)
+                for k in ("kind", "reason", "time_ms", "p20_ms", "p80_ms"):
+                    if k in prev.user_attrs:
+                        trial.set_user_attr(k, prev.user_attrs[k])
+                if prev.state == TrialState.COMPLETE:
+                    study.tell(trial, prev.value)
+                else:
+                    study.tell(trial, state=TrialState.FAIL)
+                continue
+            pruned_now = 0
+            job = {"backend": backend.name, "backend_spec": backend_spec(backend),
+                   "problem": problem.to_dict(), "config": config.to_dict(), "seed": opts.seed,
+                   "check_heads": opts.check_heads, "check_T": opts.check_T,
+                   "warmup_ms": opts.warmup_ms, "rep_ms": opts.rep_ms}
+            result = runner.run(job, opts.trial_timeout)
+            for k in ("kind", "reason", "phase", "build_s", "check_s", "wall_s", "p20_ms", "p80_ms",
+                      "method", "errors"):
+                if result.get(k) is not None:
+                    trial.set_user_attr(k, result[k])
+            ran += 1
+            if result.get("ok"):
+                trial.set_user_attr("time_ms", result["time_ms"])
+                frozen = study.tell(trial, float(result["time_ms"]))
+            else:
+                log.info("trial %d of %s failed: %s", trial.number, name, result.get("reason"))
+                frozen = study.tell(trial, state=TrialState.FAIL)
+            seen[config.key] = frozen
+        except BaseException as err:
+            if _state(study, trial.number) == TrialState.RUNNING:
+                trial.set_user_attr("kind", "interrupted" if isinstance(err, KeyboardInterrupt) else "driver_error")
+                trial.set_user_attr("reason", f"{type(err).__name__}: {err}")
+                study.tell(trial, state=TrialState.FAIL)
+            raise
+        done += 1
+        best = _best(study)
+        if progress:
+            progress(done, opts.trials, best)
+    outcome = _outcome(study, name, backend, cls, problem, shape, default_cfg, ran, opts)
+    if opts.remeasure:
+        _remeasure(outcome, backend, problem, default_cfg, opts, runner)
+    return outcome
+
+
+def _remeasure(outcome: StudyOutcome, backend: Backend, problem: Problem, default_cfg: Config,
+               opts: TuneOptions, runner: Runner) -> None:
+    """Time the best and the default config again, alternating, in one warm worker: trial times
+    come from workers in different states (the first trial of a fresh process runs cold), so the
+    ratio that the results report is measured back to back. The faster of the two is kept."""
+    if outcome.best_config is None or outcome.default_time_ms is None:
+        return
+    best_cfg = Config.from_dict(outcome.best_config)
+    if best_cfg.key == default_cfg.key:
+        return
+    base = {"backend": backend.name, "backend_spec": backend_spec(backend), "problem": problem.to_dict(),
+            "seed": opts.seed, "check_heads": opts.check_heads, "check_T": opts.check_T,
+            "warmup_ms": opts.warmup_ms, "rep_ms": opts.rep_ms}
+    times: dict[str, list[float]] = {"best": [], "default": []}
+    for _ in range(2):
+        for which, cfg in (("best", best_cfg), ("default", default_cfg)):
+            r = runner.run({**base, "config": cfg.to_dict()}, opts.trial_timeout)
+            if not r.get("ok"):
+                log.warning("re-measuring %s config of %s failed: %s", which, outcome.study_name, r.get("reason"))
+                return
+            times[which].append(float(r["time_ms"]))
+    best_ms, default_ms = min(times["best"]), min(times["default"])
+    outcome.extra["trial_time_ms"] = round(float(outcome.best_time_ms or 0.0), 6)
+    outcome.default_time_ms = default_ms
+    if best_ms <= default_ms:
+        outcome.best_time_ms = best_ms
+    else:  # within noise the default is as fast: keep it
+        outcome.best_config, outcome.best_time_ms = default_cfg.to_dict(), default_ms
+    outcome.extra["remeasured"] = True
+    outcome.extra.pop("p20_ms", None)  # those were the trial's spread, not the re-measurement's
+    outcome.extra.pop("p80_ms", None)
+
+
+def _state(study: optuna.Study, number: int) -> TrialState:
+    return study.get_trials(deepcopy=False)[number].state
+
+
+def _best(study: optuna.Study) -> float | None:
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return min((t.value for t in done if t.value is not None), default=None)
+
+
+def _outcome(study: optuna.Study, name: str, backend: Backend, cls: ShapeClass, problem: Problem, shape: str,
+             default_cfg: Config, ran: int, opts: TuneOptions) -> StudyOutcome:
+    trials = study.get_trials(deepcopy=False)
+    evaluated = [t for t in trials if _evaluated(t)]
+    complete = [t for t in evaluated if t.state == TrialState.COMPLETE and t.value is not None]
+    failed = [t for t in evaluated if t.state == TrialState.FAIL]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    best = min(complete, key=lambda t: (t.value, t.number)) if complete else None
+    defaults = [t.value for t in complete if t.user_attrs.get("config_key") == default_cfg.key]
+    reason = None
+    if best is None:
+        reasons = [t.user_attrs.get("reason") for t in failed if t.user_attrs.get("reason")]
+        reason = reasons[0] if reasons else "no trial finished"
+    extra: dict[str, Any] = {"sampler": opts.sampler}
+    if best is not None:
+        for k in ("p20_ms", "p80_ms"):
+            if k in best.user_attrs:
+                extra[k] = round(float(best.user_attrs[k]), 6)
+    return StudyOutcome(study_name=name, backend=backend.name, shape_class=cls, problem=problem, shape=shape,
+                        best_config=None if best is None else dict(best.user_attrs["config"]),
+                        best_time_ms=None if best is None else float(best.value or 0.0),
+                        default_time_ms=defaults[0] if defaults else None,
+                        trials=len(evaluated), failed=len(failed), pruned=len(pruned), ran=ran,
+                        reason=reason, extra=extra)
+
+
+@dataclass
+class Job:
+    """One study to run: a named problem and a backend."""
+
+    shape: str
+    problem: Problem
+    backend: Backend
+
+
+def plan_jobs(shapes: Sequence[tuple[str, Problem]], backends: Sequence[Backend]
+              ) -> tuple[list[Job], list[str]]:
+    """Studies to run (one per backend and shape class; the first shape of a class stands for it) and
+    notes on what is skipped and why."""
+    jobs: list[Job] = []
+    notes: list[str] = []
+    first_of: dict[str, str] = {}
+    for shape, problem in shapes:
+        key = ShapeClass.of(problem).key
+        if key in first_of:
+            notes.append(f"{shape}: same shape class {key} as {first_of[key]}; tuned once, as {first_of[key]}")
+            continue
+        first_of[key] = shape
+        for b in backends:
+            ok, why = b.is_available()
+            if ok:
+                ok, why = b.supports(problem)
+            if not ok:
+                notes.append(f"{shape} x {b.name}: skipped: {why}")
+                continue
+            jobs.append(Job(shape, problem, b))
+    return jobs, notes
+
+
+def make_runner(isolation: str) -> Runner:
+    if isolation == "process":
+        return IsolatedRunner()
+    if isolation == "none":
+        return InProcessRunner()
+    raise EdaInputError(f"--isolation must be 'process' or 'none' but got {isolation!r}")
+
+
+def record(results_path: Path, device: dict[str, Any], software: dict[str, Any], outcome: StudyOutcome
+           ) -> results_mod.Results:
+    """Merge one study's outcome into the results file (atomic write) and return the merged file."""
+    res = results_mod.new_results(device, software)
+    res.set_backend(outcome.shape_class, outcome.backend, outcome.backend_result(), problem=outcome.problem,
+                    shape=outcome.shape)
+    return results_mod.write(results_path, res)

@@ -1,0 +1,373 @@
+"""EDA's chunked forward written in TileLang: two kernel generators and their shared-memory estimate.
+
+Math: ``shared/docs/EDA_MATH.md`` ("Chunked form"). Each kernel generator takes the problem
+(:class:`KernelProblem`: padded K/V, storage dtype, scale, flags) and the tunables
+(:class:`Tunables`: BT, BK, BV, threads, num_stages) as two separate groups, asserts the
+constraints between them and returns a ``@T.prim_func``. ``style`` switches between
+
+- ``"gpu"``: fragments, ``T.Parallel``, ``T.gemm`` and ``T.Pipelined`` loops (lowered for CUDA);
+- ``"cpu"``: local buffers, ``T.grid``, shared scope ``"shared"`` and serial loop GEMMs (target
+  ``"c"``), the same algorithm so that CI can check it without a GPU.
+
+Row order. A chunk of C = BT tokens has n = 2C micro-rows. Instead of interleaving erase and
+write rows [e_1, k_1, e_2, k_2, ...] the kernels keep them as two blocks [e_1..e_C; k_1..k_C],
+so that both are plain tile copies and the value-free erase rows form a block of zeros in nu.
+Row r then sits at interleaved position ``pos(r) = 2 (r mod C) + r div C``; the strictly-lower
+mask of the chunked form becomes ``pos(s) < pos(r)``. The matrix N = diag(b) L is still
+nilpotent (it is a permutation of a strictly lower triangular matrix), so
+``(I + N)^-1 = prod_{i < ceil(log2 n)} (I + (-N)^(2^i))`` holds unchanged: the solve is a
+handful of n x n matrix products ("doubling"), which suits tensor cores.
+
+Kernels:
+
+1. ``intra_kernel`` (grid: chunks x heads; tiles K and V by BK) computes for every chunk, independently of the state,
+   W = X diag(b e^G) kappa [n, K], U = X[:, C:] diag(beta) v [n, V] and the masked, decayed
+   query-key scores Aqk [C, n], with X = (I + N)^-1.
+2. ``recurrence_kernel`` (grid: V tiles x sequences x heads) walks the chunks of one sequence:
+   Delta = U - W S, O = scale ((q e^Gq) S + Aqk Delta), S = e^{G_last} S + (kappa e^{G_last-G})^T Delta.
+
+Layouts (all contiguous): q, k, e [NC, C, H, K]; v [NC, C, H, V]; G (chunk-local cumulative log
+decay), beta, gamma [NC, C, H] float32; W [NC, n, H, K]; U [NC, n, H, V]; Aqk [NC, C, H, n];
+o [NC, C, H, V]; chunk offsets of the sequences [N + 1] int32; states [N, H, K, V] float32.
+"""
+
+# No ``from __future__ import annotations`` here: TileLang reads the prim_funcs' annotations
+# (tensor shapes over closure variables) as live objects, and string annotations cannot see them.
+import math
+from dataclasses import dataclass
+from typing import Any
+
+#: dtypes the kernels store q/k/e/v/W/U/Aqk in; math and the state are float32.
+STORAGE_DTYPES = ("float32", "float16", "bfloat16")
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+#: dtype of the n x n solve; float32 (tf32 on tensor cores) keeps the doubling products accurate.
+SOLVE_DTYPE = "float32"
+STYLES = ("cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class KernelProblem:
+    """What the kernels depend on besides the tunables (chunks, heads, sequences are runtime sizes).
+
+    K, V are the padded head dims (multiples of BK and BV); ``dtype`` the storage dtype.
+    """
+
+    K: int
+    V: int
+    dtype: str
+    scale: float
+    initial_state: bool
+
+
+@dataclass(frozen=True)
+class Tunables:
+    """BT: chunk length C; BK: K and V tile of the intra kernel; BV: V tile of the recurrence;
+    threads per block; num_stages of the pipelined tile loops (GPU)."""
+
+    BT: int
+    BK: int
+    BV: int
+    threads: int
+    num_stages: int
+
+
+def solve_steps(n: int) -> int:
+    """Doubling steps after X = I + P: X covers sum_{j < 2^(steps+1)} P^j; P^n = 0."""
+    return max(math.ceil(math.log2(n)) - 1, 0)
+
+
+def _check(problem: KernelProblem, tun: Tunables, style: str) -> None:
+    assert style in STYLES, style
+    assert problem.dtype in STORAGE_DTYPES, problem.dtype
+    assert tun.BT in (16, 32, 64), tun.BT
+    assert problem.K % tun.BK == 0, (problem.K, tun.BK)
+    assert problem.V % tun.BV == 0 and problem.V % tun.BK == 0, (problem.V, tun.BK, tun.BV)
+    assert tun.BK % 16 == 0 and tun.BV % 16 == 0, (tun.BK, tun.BV)
+    assert tun.num_stages >= 1, tun.num_stages
+    if style == "gpu":
+        assert tun.threads % 128 == 0, tun.threads
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared memory, as the kernels below allocate it (bytes; pipelined tiles counted per stage).
+# ---------------------------------------------------------------------------------------------
+
+def intra_smem(K: int, V: int, dtype: str, BT: int, BK: int, num_stages: int) -> int:
+    """TileLang reuses shared memory between phases whose buffers are not live together."""
+    C, n, db = BT, 2 * BT, DTYPE_BYTES[dtype]
+    sb = DTYPE_BYTES[SOLVE_DTYPE]
+    stages = max(num_stages, 1)
+    gram = stages * (n * BK + C * BK) * db           # kappa and q tiles of the Gram loop
+    solve = 3 * n * n * sb                           # P, its transpose, X
+    rhs = n * n * sb + (n * BK + C * BK + n * C) * sb  # X, scaled kappa and v tiles, X[:, C:]
+    rows = 2 * n * 4                                 # G and b per row
+    slack = 2048                                     # seen: phases do not always share perfectly
+    return rows + max(gram, solve, rhs) + slack
+
+
+def recurrence_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: int) -> int:
+    C, n, db = BT, 2 * BT, DTYPE_BYTES[dtype]
+    stages = max(num_stages, 1)
+    tiles = stages * (n * K + n * K + C * K + C * n) * db   # W, kappa, q, Aqk per chunk
+    state = K * BV * db + stages * n * BV * db              # S and Delta (pipelined too)
+    rows = n * 4 * stages
+    return tiles + state + rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Style switch
+# ---------------------------------------------------------------------------------------------
+
+class _Style:
+    """The few constructs that differ between the CPU ("c") and the GPU style."""
+
+    def __init__(self, style: str, threads: int, num_stages: int) -> None:
+        import tilelang.language as T
+
+        self.T = T
+        self.cpu = style == "cpu"
+        self.threads = 1 if self.cpu else threads
+        self.num_stages = num_stages
+
+    def par(self, *extents: Any) -> Any:
+        return self.T.grid(*extents) if self.cpu else self.T.Parallel(*extents)
+
+    def frag(self, shape: tuple[int, ...], dtype: str = "float32") -> Any:
+        return self.T.alloc_local(shape, dtype) if self.cpu else self.T.alloc_fragment(shape, dtype)
+
+    def shared(self, shape: tuple[int, ...], dtype: str) -> Any:
+        if self.cpu:
+            return self.T.alloc_shared(shape, dtype, scope="shared")
+        return self.T.alloc_shared(shape, dtype)
+
+    def loop(self, extent: Any) -> Any:
+        # num_stages > 1 lowers, but gave wrong results on an H200 (2026-11-28, every config);
+        # the search space admits only num_stages == 1 until that is understood.
+        if self.cpu or self.num_stages <= 1:
+            return self.T.serial(extent)
+        return self.T.Pipelined(extent, num_stages=self.num_stages)
+
+
+def _gemm_macro(sty: _Style) -> Any:
+    T = sty.T
+    cpu = sty.cpu
+
+    @T.macro
+    def gemm(A, B, Cacc, transpose_A=False, transpose_B=False, clear=False):  # type: ignore[no-untyped-def]
+        """Cacc (+)= op(A) @ op(B), accumulated in float32."""
+        if cpu:
+            M = Cacc.shape[0]
+            Nn = Cacc.shape[1]
+            Kr = A.shape[0] if transpose_A else A.shape[1]
+            if clear:
+                for i, j in T.grid(M, Nn):
+                    Cacc[i, j] = T.float32(0)
+            for i, j, kk in T.grid(M, Nn, Kr):
+                Cacc[i, j] += (T.cast(A[kk, i] if transpose_A else A[i, kk], "float32")
+                               * T.cast(B[j, kk] if transpose_B else B[kk, j], "float32"))
+        else:
+            T.gemm(A, B, Cacc, transpose_A=transpose_A, transpose_B=transpose_B, clear_accum=clear)
+
+    return gemm
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernel 1: the intra-chunk part
+# ---------------------------------------------------------------------------------------------
+
+def intra_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
+    """W [NC, n, H, K], U [NC, n, H, V], Aqk [NC, C, H, n] from q, k, e, v, G, beta, gamma."""
+    _check(problem, tun, style)
+    import tilelang.language as T
+
+    sty = _Style(style, tun.threads, tun.num_stages)
+    gemm = _gemm_macro(sty)
+    K, V, dt = problem.K, problem.V, problem.dtype
+    C, BK = tun.BT, tun.BK  # BV tiles only the recurrence
+    n = 2 * C
+    sd = SOLVE_DTYPE
+    steps = solve_steps(n)
+    f32 = "float32"
+    # runtime sizes: chunks, heads and sequences do not change the code
+    NC, H = T.dynamic("NC"), T.dynamic("H")
+
+    @T.prim_func
+    def eda_intra(
+        Q: T.Tensor((NC, C, H, K), dt),
+        Kk: T.Tensor((NC, C, H, K), dt),
+        E: T.Tensor((NC, C, H, K), dt),
+        Vv: T.Tensor((NC, C, H, V), dt),
+        G: T.Tensor((NC, C, H), f32),
+        Beta: T.Tensor((NC, C, H), f32),
+        Gamma: T.Tensor((NC, C, H), f32),
+        W: T.Tensor((NC, n, H, K), dt),
+        U: T.Tensor((NC, n, H, V), dt),
+        Aqk: T.Tensor((NC, C, H, n), dt),
+    ):
+        with T.Kernel(NC, H, threads=sty.threads) as (i_c, i_h):
+            b_g = sty.shared((n,), f32)
+            b_b = sty.shared((n,), f32)
+            b_kap = sty.shared((n, BK), dt)
+            b_q = sty.shared((C, BK), dt)
+            b_A = sty.frag((n, n))
+            b_qk = sty.frag((C, n))
+            b_P = sty.shared((n, n), sd)
+            b_Pt = sty.shared((n, n), sd)
+            b_X = sty.shared((n, n), sd)
+            b_acc = sty.frag((n, n))
+            b_kb = sty.shared((n, BK), sd)
+            b_vb = sty.shared((C, BK), sd)
+            b_Xw = sty.shared((n, C), sd)
+            b_w = sty.frag((n, BK))
+            b_u = sty.frag((n, BK))
+
+            for r in sty.par(n):
+                b_g[r] = G[i_c, r % C, i_h]
+                b_b[r] = T.if_then_else(r < C, Gamma[i_c, r % C, i_h], Beta[i_c, r % C, i_h])
+            for i, j in sty.par(n, n):
+                b_A[i, j] = T.float32(0)
+            for i, j in sty.par(C, n):
+                b_qk[i, j] = T.float32(0)
+            # Gram matrices kappa kappa^T and q kappa^T, reduced over K tiles
+            for i_k in sty.loop(K // BK):
+                T.copy(E[i_c, 0:C, i_h, i_k * BK:(i_k + 1) * BK], b_kap[0:C, 0:BK])
+                T.copy(Kk[i_c, 0:C, i_h, i_k * BK:(i_k + 1) * BK], b_kap[C:n, 0:BK])
+                T.copy(Q[i_c, 0:C, i_h, i_k * BK:(i_k + 1) * BK], b_q)
+                gemm(b_kap, b_kap, b_A, transpose_B=True)
+                gemm(b_q, b_kap, b_qk, transpose_B=True)
+            # P = -diag(b) L with L masked to earlier rows (pos(s) < pos(r)); X = I + P.
+            # The decay exponent is clamped at 0: exact where the mask keeps it, never inf elsewhere.
+            for r, s in sty.par(n, n):
+                b_P[r, s] = T.if_then_else(
+                    2 * (s % C) + s // C < 2 * (r % C) + r // C,
+                    -b_b[r] * b_A[r, s] * T.exp(T.min(b_g[r] - b_g[s], T.float32(0))),
+                    T.float32(0))
+            for r, s in sty.par(n, n):
+                b_Pt[s, r] = b_P[r, s]
+                b_X[r, s] = b_P[r, s] + T.if_then_else(r == s, T.float32(1), T.float32(0))
+            # token i's query sees rows with pos(s) <= 2 i + 1
+            for i, s in sty.par(C, n):
+                Aqk[i_c, i, i_h, s] = T.cast(T.if_then_else(
+                    2 * (s % C) + s // C <= 2 * i + 1,
+                    b_qk[i, s] * T.exp(T.min(b_g[i] - b_g[s], T.float32(0))),
+                    T.float32(0)), dt)
+            # X = prod_i (I + P^(2^i)): P <- P P; X <- X + P X
+            for _ in T.serial(steps):
+                gemm(b_P, b_Pt, b_acc, transpose_B=True, clear=True)
+                for r, s in sty.par(n, n):
+                    b_P[r, s] = b_acc[r, s]
+                for r, s in sty.par(n, n):
+                    b_Pt[s, r] = b_P[r, s]
+                gemm(b_P, b_X, b_acc, clear=True)
+                for r, s in sty.par(n, n):
+                    b_X[r, s] = b_X[r, s] + b_acc[r, s]
+            # W = X diag(b e^G) kappa, tile by tile over K
+            for i_k in T.serial(K // BK):
+                for i, d in sty.par(C, BK):
+                    b_kb[i, d] = (b_b[i] * T.exp(b_g[i])
+                                  * T.cast(E[i_c, i, i_h, i_k * BK + d], f32))
+                    b_kb[C + i, d] = (b_b[C + i] * T.exp(b_g[C + i])
+                                      * T.cast(Kk[i_c, i, i_h, i_k * BK + d], f32))
+                gemm(b_X, b_kb, b_w, clear=True)
+                for r, d in sty.par(n, BK):
+                    W[i_c, r, i_h, i_k * BK + d] = T.cast(b_w[r, d], dt)
+            # U = X diag(b) nu; nu is zero on the erase rows, so only X's write columns count
+            for r, j in sty.par(n, C):
+                b_Xw[r, j] = b_X[r, C + j]
+            for i_v in T.serial(V // BK):
+                for i, d in sty.par(C, BK):
+                    b_vb[i, d] = b_b[C + i] * T.cast(Vv[i_c, i, i_h, i_v * BK + d], f32)
+                gemm(b_Xw, b_vb, b_u, clear=True)
+                for r, d in sty.par(n, BK):
+                    U[i_c, r, i_h, i_v * BK + d] = T.cast(b_u[r, d], dt)
+
+    return eda_intra
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernel 2: the state recurrence and the output
+# ---------------------------------------------------------------------------------------------
+
+def recurrence_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
+    """o [NC, C, H, V] and final states [N, H, K, V] from W, U, Aqk, q, k, e, G and h0."""
+    _check(problem, tun, style)
+    import tilelang.language as T
+
+    sty = _Style(style, tun.threads, tun.num_stages)
+    gemm = _gemm_macro(sty)
+    K, V, dt = problem.K, problem.V, problem.dtype
+    C, BV = tun.BT, tun.BV
+    n = 2 * C
+    f32 = "float32"
+    NP1 = T.dynamic("NP1")  # N + 1 chunk offsets
+    scale = float(problem.scale)
+    has_h0 = problem.initial_state
+    # runtime sizes: chunks, heads and sequences do not change the code
+    NC, H, N = T.dynamic("NC"), T.dynamic("H"), T.dynamic("N")
+
+    @T.prim_func
+    def eda_recurrence(
+        Q: T.Tensor((NC, C, H, K), dt),
+        Kk: T.Tensor((NC, C, H, K), dt),
+        E: T.Tensor((NC, C, H, K), dt),
+        G: T.Tensor((NC, C, H), f32),
+        W: T.Tensor((NC, n, H, K), dt),
+        U: T.Tensor((NC, n, H, V), dt),
+        Aqk: T.Tensor((NC, C, H, n), dt),
+        ChunkOffsets: T.Tensor((NP1,), "int32"),
+        H0: T.Tensor((N, H, K, V), f32),
+        O: T.Tensor((NC, C, H, V), dt),
+        HT: T.Tensor((N, H, K, V), f32),
+    ):
+        with T.Kernel(V // BV, N, H, threads=sty.threads) as (i_v, i_n, i_h):
+            b_S = sty.frag((K, BV))
+            b_Ss = sty.shared((K, BV), dt)
+            b_W = sty.shared((n, K), dt)
+            b_kap = sty.shared((n, K), dt)
+            b_q = sty.shared((C, K), dt)
+            b_Aqk = sty.shared((C, n), dt)
+            b_g = sty.shared((n,), f32)
+            b_ws = sty.frag((n, BV))
+            b_D = sty.shared((n, BV), dt)
+            b_o = sty.frag((C, BV))
+
+            if has_h0:
+                T.copy(H0[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV], b_S)
+            else:
+                for i, j in sty.par(K, BV):
+                    b_S[i, j] = T.float32(0)
+            c0 = ChunkOffsets[i_n]
+            nchunks = ChunkOffsets[i_n + 1] - c0
+            for j in sty.loop(nchunks):
+                T.copy(W[c0 + j, 0:n, i_h, 0:K], b_W)
+                # an element loop, not two T.copy into halves: TileLang 0.1.15 rejects half-tile
+                # copies into a pipelined buffer ("plain SMEM layout is not a bijection")
+                for i, d in sty.par(C, K):
+                    b_kap[i, d] = E[c0 + j, i, i_h, d]
+                    b_kap[C + i, d] = Kk[c0 + j, i, i_h, d]
+                T.copy(Q[c0 + j, 0:C, i_h, 0:K], b_q)
+                T.copy(Aqk[c0 + j, 0:C, i_h, 0:n], b_Aqk)
+                for r in sty.par(n):
+                    b_g[r] = G[c0 + j, r % C, i_h]
+                for i, d in sty.par(K, BV):
+                    b_Ss[i, d] = T.cast(b_S[i, d], dt)
+                # Delta = U - W S
+                gemm(b_W, b_Ss, b_ws, clear=True)
+                for r, d in sty.par(n, BV):
+                    b_D[r, d] = T.cast(T.cast(U[c0 + j, r, i_h, i_v * BV + d], f32) - b_ws[r, d], dt)
+                # o = scale ((q e^Gq) S + Aqk Delta)
+                for i, d in sty.par(C, K):
+                    b_q[i, d] = T.cast(T.cast(b_q[i, d], f32) * T.exp(b_g[i]), dt)
+                gemm(b_q, b_Ss, b_o, clear=True)
+                gemm(b_Aqk, b_D, b_o)
+                for i, d in sty.par(C, BV):
+                    O[c0 + j, i, i_h, i_v * BV + d] = T.cast(b_o[i, d] * scale, dt)
+                # S = e^{G_last} S + (kappa e^{G_last - G})^T Delta
+                for r, d in sty.par(n, K):
+                    b_kap[r, d] = T.cast(T.cast(b_kap[r, d], f32) * T.exp(b_g[n - 1] - b_g[r]), dt)
+                for i, d in sty.par(K, BV):
+                    b_S[i, d] = b_S[i, d] * T.exp(b_g[n - 1])
+                gemm(b_kap, b_D, b_S, transpose_A=True)
+            T.copy(b_S, HT[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
+
+    return eda_recurrence

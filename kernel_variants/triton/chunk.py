@@ -1,0 +1,412 @@
+"""Launchers and the autograd Function of the Triton EDA chunk kernels.
+
+Forward: three Triton kernels (``chunk_fwd``): W/U per chunk, the state recurrence, the output
+(or two, with ``fuse_o``: the recurrence also writes the output).
+
+Backward (``bwd_intra``):
+- ``triton`` (default): recompute W, U and the chunk states with the forward kernels, run the
+  state recurrence backwards (``chunk_bwd.eda_bwd_h_kernel``), then the intra-chunk backward
+  kernel (``chunk_bwd.eda_bwd_intra_kernel``) gives dq, dk, dv, de, dg, dbeta, dgamma.
+- ``torch``: the intra-chunk quantities (W, U, Qg, Aqk, Kd, chunk decay) are recomputed in
+  PyTorch (batched over all chunks) with autograd; the recurrence's backward is the same Triton
+  kernel; autograd of the recompute maps its gradients to the inputs'.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+from triton.runtime.errors import OutOfResources
+
+from eda_tune.inputs import l2norm
+from kernel_variants.torch_chunk.chunk import intra as torch_intra
+from kernel_variants.triton.chunk_bwd import eda_bwd_h_kernel, eda_bwd_intra_kernel
+from kernel_variants.triton.chunk_fwd import eda_fwd_h_kernel, eda_fwd_o_kernel, eda_fwd_wu_kernel
+
+
+@dataclass(frozen=True)
+class TritonParams:
+    """The tunables of one build (search_spaces/triton.yaml)."""
+
+    BT: int = 32
+    BK: int = 64
+    BV: int = 64
+    num_warps: int = 4
+    num_stages: int = 2
+    warps_h: int = 4
+    precision: str = "tf32"
+    bwd_solver: str = "doubling"
+    fuse_o: bool = False
+    bwd_intra: str = "triton"
+
+    @classmethod
+    def from_config(cls, config: Any) -> TritonParams:
+        return cls(BT=int(config["BT"]), BK=int(config["BK"]), BV=int(config["BV"]),
+                   num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]),
+                   warps_h=int(config["warps_h"]), precision=str(config["precision"]),
+                   bwd_solver=str(config["bwd_solver"]), fuse_o=bool(config["fuse_o"]),
+                   bwd_intra=str(config["bwd_intra"]))
+
+
+def _pad_k(K: int) -> int:
+    return max(16, triton.next_power_of_2(K))
+
+
+def _fit(block: int, dim: int) -> int:
+    """A tile no larger than the padded dimension (tl.dot needs >= 16)."""
+    return max(16, min(block, triton.next_power_of_2(dim)))
+
+
+def _scratch_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
+
+
+def _with_fallback(launch: Callable[[int, int], None], BV: int, num_stages: int) -> None:
+    """Launch with (BV, num_stages); if the kernel needs more shared memory than the device has,
+    retry with fewer stages, then smaller V tiles (the state kernels hold many operands)."""
+    tries = [(BV, num_stages), (BV, 1)]
+    bv = BV
+    while bv > 16:
+        bv //= 2
+        tries.append((bv, 1))
+    last: Exception | None = None
+    for bv, ns in dict.fromkeys(tries):
+        try:
+            launch(bv, ns)
+            return
+        except OutOfResources as err:
+            last = err
+    assert last is not None
+    raise last
+
+
+def _dot_dtype(dtype: torch.dtype) -> tl.dtype:
+    """Operand dtype of the kernels' dots: the input's 16-bit type, else float32 (and always
+    float32 under the interpreter, whose 16-bit dots are not reliable)."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return tl.float32
+    return {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}.get(dtype, tl.float32)
+
+
+def _varlen_index(seqlens: tuple[int, ...], BT: int, device: torch.device
+                  ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """chunk_indices [NC, 2] (sequence, chunk in sequence), chunk_offsets [N], NC."""
+    pairs: list[tuple[int, int]] = []
+    offsets: list[int] = []
+    for i, (bos, eos) in enumerate(zip(seqlens[:-1], seqlens[1:])):
+        offsets.append(len(pairs))
+        pairs.extend((i, c) for c in range(-(-(eos - bos) // BT)))
+    ci = torch.tensor(pairs, dtype=torch.int32, device=device)
+    co = torch.tensor(offsets, dtype=torch.int32, device=device)
+    return ci, co, len(pairs)
+
+
+def _index(T: int, seqlens: tuple[int, ...] | None, BT: int, device: torch.device
+           ) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
+    if seqlens is None:
+        return None, None, triton.cdiv(T, BT)
+    return _varlen_index(seqlens, BT, device)
+
+
+def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
+                  g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, scale: float,
+                  h0: torch.Tensor | None, output_final_state: bool, cu_seqlens: torch.Tensor | None,
+                  seqlens: tuple[int, ...] | None, p: TritonParams, stages: int = 3
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """q, k, e [B, T, H, K]; v [B, T, H, V]. Returns o [B, T, H, V] and the final state or None.
+
+    ``stages`` < 3 runs only the first kernels (for timing the pieces; the output is then garbage).
+    """
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    BT = p.BT
+    NR = 2 * BT
+    N = B if seqlens is None else len(seqlens) - 1
+    ci, co, NCT = _index(T, seqlens, BT, q.device)
+    varlen = seqlens is not None
+    sdt = _scratch_dtype(q.dtype)
+    BK, BV = _fit(p.BK, K), _fit(p.BV, V)
+    use_g = g is not None
+    g_ = g if use_g else beta
+    dummy = beta
+
+    w = torch.empty(B, H, NCT, NR, K, dtype=sdt, device=q.device)
+    u = torch.empty(B, H, NCT, NR, V, dtype=sdt, device=q.device)
+
+    def launch_wu(bv: int, ns: int) -> None:
+        eda_fwd_wu_kernel[(NCT, B * H)](
+            k, e, v, g_, beta, gamma, w, u, cu_seqlens, ci, T, NCT,
+            H=H, K=K, V=V, BT=BT, BK=BK, BV=bv, LOG2N=int(math.log2(BT)), USE_G=use_g,
+            IS_VARLEN=varlen, PREC=p.precision, DT=_dot_dtype(q.dtype), num_warps=p.num_warps,
+            num_stages=ns)
+
+    _with_fallback(launch_wu, BV, p.num_stages)
+    o = torch.empty_like(v)
+    if stages < 2:
+        return o, None
+
+    fuse = p.fuse_o
+    h = torch.empty(B, H, NCT, K, V, dtype=sdt, device=q.device) if not fuse else dummy
+    vn = torch.empty(B, H, NCT, NR, V, dtype=sdt, device=q.device) if not fuse else dummy
+    ht = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
+
+    def launch_h(bv: int, ns: int) -> None:
+        eda_fwd_h_kernel[(triton.cdiv(V, bv), N * H)](
+            q, k, e, g_, w, u, dummy, dummy, h, vn, h0 if h0 is not None else dummy,
+            ht if ht is not None else dummy, o, scale, cu_seqlens, co, T, NCT,
+            H=H, K=K, V=V, BT=BT, BK=_pad_k(K), BV=bv, USE_G=use_g, USE_KD=False, STORE_H=not fuse,
+            STORE_VN=not fuse, FUSE_O=fuse, USE_H0=h0 is not None, STORE_HT=ht is not None,
+            IS_VARLEN=varlen, PREC=p.precision, DT=_dot_dtype(q.dtype), num_warps=p.warps_h,
+            num_stages=ns)
+
+    _with_fallback(launch_h, BV, p.num_stages)
+    if stages < 3 or fuse:
+        return o, ht
+
+    def launch_o(bv: int, ns: int) -> None:
+        eda_fwd_o_kernel[(triton.cdiv(V, bv), NCT, B * H)](
+            q, k, e, g_, h, vn, o, cu_seqlens, ci, scale, T, NCT,
+            H=H, K=K, V=V, BT=BT, BK=BK, BV=bv, USE_G=use_g, IS_VARLEN=varlen, PREC=p.precision,
+            DT=_dot_dtype(q.dtype), num_warps=p.num_warps, num_stages=ns)
+
+    _with_fallback(launch_o, BV, p.num_stages)
+    return o, ht
+
+
+def _chunked_views(T: int, C: int, seqlens: tuple[int, ...] | None, device: torch.device):
+    """A function mapping [B, H, T, ...] to the chunk layout [B, H, NC, C, ...] (zero padding)."""
+    if seqlens is None:
+        NC = -(-T // C)
+        pad = NC * C - T
+
+        def chunked(x: torch.Tensor) -> torch.Tensor:
+            if pad:
+                x = torch.nn.functional.pad(x, (0, 0, 0, pad) if x.dim() == 4 else (0, pad))
+            return x.unflatten(2, (NC, C))
+        return chunked
+    idx = []
+    for bos, eos in zip(seqlens[:-1], seqlens[1:]):
+        pos = torch.arange(bos, bos + -(-(eos - bos) // C) * C)
+        idx.append(torch.where(pos < eos, pos, torch.full_like(pos, T)))
+    index = torch.cat(idx).to(device)
+
+    def chunked_varlen(x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat((x, x.new_zeros(x[:, :, :1].shape)), dim=2).index_select(2, index)
+        return x.unflatten(2, (-1, C))
+    return chunked_varlen
+
+
+def chunk_eda_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
+                  g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, scale: float,
+                  h0: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
+                  seqlens: tuple[int, ...] | None, do: torch.Tensor, dht: torch.Tensor | None,
+                  p: TritonParams) -> tuple[torch.Tensor | None, ...]:
+    """Gradients (dq, dk, dv, de, dg, dbeta, dgamma, dh0) given do [B, T, H, V] and dht."""
+    if p.bwd_intra == "triton":
+        return chunk_eda_bwd_triton(q, k, v, e, g, beta, gamma, scale, h0, cu_seqlens, seqlens, do,
+                                    dht, p)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    BT = p.BT
+
+    N = B if seqlens is None else len(seqlens) - 1
+    ci, co, NCT = _index(T, seqlens, BT, q.device)
+    varlen = seqlens is not None
+    f32 = torch.float32
+    chunked = _chunked_views(T, BT, seqlens, q.device)
+    leaves = [x.detach().to(f32).requires_grad_() for x in (q, k, v, e, beta, gamma)]
+    g_leaf = g.detach().to(f32).requires_grad_() if g is not None else None
+    with torch.enable_grad():
+        ql, kl, vl, el, bl, gml = leaves
+        qc, kc, vc, ec = (chunked(x.transpose(1, 2)) for x in (ql * scale, kl, vl, el))
+        bc, gmc = (chunked(x.transpose(1, 2)) for x in (bl, gml))
+        gz = g_leaf if g_leaf is not None else torch.zeros_like(bl)
+        gc = chunked(gz.transpose(1, 2)).cumsum(-1)
+        outs = torch_intra(qc, kc, vc, ec, gc, bc, gmc, p.bwd_solver)
+    W, U, Qg, Aqk, Kd, dec = (x.detach().contiguous() for x in outs)
+    BV = _fit(p.BV, V)
+    BKp = _pad_k(K)
+    dummy = dec
+    h = torch.empty(B, H, NCT, K, V, dtype=f32, device=q.device)
+
+    def launch_h(bv: int, ns: int) -> None:
+        eda_fwd_h_kernel[(triton.cdiv(V, bv), N * H)](
+            dummy, k, e, dummy, W, U, Kd, dec, h, dummy, h0 if h0 is not None else dummy, dummy,
+            dummy, 1.0, cu_seqlens, co, T, NCT,
+            H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_G=False, USE_KD=True, STORE_H=True,
+            STORE_VN=False, FUSE_O=False, USE_H0=h0 is not None, STORE_HT=False, IS_VARLEN=varlen,
+            PREC=p.precision, DT=tl.float32, num_warps=p.warps_h, num_stages=ns)
+
+    _with_fallback(launch_h, BV, p.num_stages)
+
+    doc = chunked(do.to(f32).transpose(1, 2)).contiguous()
+    NBH = B * H
+    dU = torch.empty_like(U)
+    dh0 = torch.empty(N, H, K, V, dtype=f32, device=q.device)
+    dht_ = dht.to(f32).contiguous() if dht is not None else None
+    bufs: dict[str, torch.Tensor] = {}
+
+    def launch_bwd(bv: int, ns: int) -> None:
+        nv = triton.cdiv(V, bv)
+        bufs.update(dW=torch.empty(nv, *W.shape, dtype=f32, device=q.device),
+                    dQg=torch.empty(nv, *Qg.shape, dtype=f32, device=q.device),
+                    dA=torch.empty(nv, *Aqk.shape, dtype=f32, device=q.device),
+                    dKd=torch.empty(nv, *Kd.shape, dtype=f32, device=q.device),
+                    ddec=torch.empty(nv, *dec.shape, dtype=f32, device=q.device))
+        eda_bwd_h_kernel[(nv, N * H)](
+            h, W, U, Qg, Aqk, Kd, dec, doc, dht_ if dht_ is not None else dummy,
+            dU, bufs["dW"], bufs["dQg"], bufs["dA"], bufs["dKd"], bufs["ddec"], dh0,
+            dummy, dummy, dummy, dummy, 1.0, cu_seqlens, co,
+            T, NCT, NBH, H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_DHT=dht_ is not None,
+            IS_VARLEN=varlen, PREC=p.precision, DT=_dot_dtype(q.dtype), NATIVE=False, USE_G=False,
+            ATOMIC=False, num_warps=p.warps_h, num_stages=ns)
+
+    _with_fallback(launch_bwd, BV, p.num_stages)
+    dW, dQg, dA, dKd, ddec = (bufs[n] for n in ("dW", "dQg", "dA", "dKd", "ddec"))
+    grads_out = (dW.sum(0), dU, dQg.sum(0), dA.sum(0), dKd.sum(0), ddec.sum(0))
+    inputs = [*leaves] + ([g_leaf] if g_leaf is not None else [])
+    pairs = [(o_, d_) for o_, d_ in zip(outs, grads_out) if o_.requires_grad]
+    grads = torch.autograd.grad([o_ for o_, _ in pairs], inputs, [d_ for _, d_ in pairs],
+                                allow_unused=True)
+    dq, dk, dv, de, dbeta, dgamma = (
+        (gr if gr is not None else torch.zeros_like(x)).to(x0.dtype)
+        for gr, x, x0 in zip(grads[:6], leaves, (q, k, v, e, beta, gamma)))
+    dg = None
+    if g is not None:
+        dg = (grads[6] if grads[6] is not None else torch.zeros_like(g_leaf)).to(g.dtype)
+    return dq, dk, dv, de, dg, dbeta, dgamma, (dh0.to(h0.dtype) if h0 is not None else None)
+
+
+def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
+                         g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, scale: float,
+                         h0: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
+                         seqlens: tuple[int, ...] | None, do: torch.Tensor, dht: torch.Tensor | None,
+                         p: TritonParams, stages: int = 3) -> tuple[torch.Tensor | None, ...]:
+    """The backward in Triton: recompute W, U and the chunk states (forward kernels), run the
+    state recurrence backwards (dW, dU, dQg, dAqk, dKd per chunk), then the intra-chunk backward
+    kernel maps those to the inputs' gradients. ``stages`` < 3 stops after the recompute (1) or
+    the recurrence (2), for timing the pieces (the gradients are then garbage)."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    BT = p.BT
+    NR = 2 * BT
+    N = B if seqlens is None else len(seqlens) - 1
+    ci, co, NCT = _index(T, seqlens, BT, q.device)
+    varlen = seqlens is not None
+    sdt = _scratch_dtype(q.dtype)
+    BK, BV = _fit(p.BK, K), _fit(p.BV, V)
+    BKp = _pad_k(K)
+    use_g = g is not None
+    g_ = g if use_g else beta
+    dummy = beta
+    f32 = torch.float32
+    dt = _dot_dtype(q.dtype)
+
+    w = torch.empty(B, H, NCT, NR, K, dtype=sdt, device=q.device)
+    u = torch.empty(B, H, NCT, NR, V, dtype=sdt, device=q.device)
+
+    def launch_wu(bv: int, ns: int) -> None:
+        eda_fwd_wu_kernel[(NCT, B * H)](
+            k, e, v, g_, beta, gamma, w, u, cu_seqlens, ci, T, NCT,
+            H=H, K=K, V=V, BT=BT, BK=BK, BV=bv, LOG2N=int(math.log2(BT)), USE_G=use_g,
+            IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=p.num_warps, num_stages=ns)
+
+    _with_fallback(launch_wu, BV, p.num_stages)
+    h = torch.empty(B, H, NCT, K, V, dtype=sdt, device=q.device)
+
+    def launch_h(bv: int, ns: int) -> None:
+        eda_fwd_h_kernel[(triton.cdiv(V, bv), N * H)](
+            q, k, e, g_, w, u, dummy, dummy, h, dummy, h0 if h0 is not None else dummy, dummy,
+            dummy, scale, cu_seqlens, co, T, NCT,
+            H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_G=use_g, USE_KD=False, STORE_H=True,
+            STORE_VN=False, FUSE_O=False, USE_H0=h0 is not None, STORE_HT=False, IS_VARLEN=varlen,
+            PREC=p.precision, DT=dt, num_warps=p.warps_h, num_stages=ns)
+
+    _with_fallback(launch_h, BV, p.num_stages)
+    if stages <= 1:
+        return (None,) * 8
+
+    dU = torch.empty(B, H, NCT, NR, V, dtype=f32, device=q.device)
+    dh0 = torch.empty(N, H, K, V, dtype=f32, device=q.device)
+    dht_ = dht.to(f32).contiguous() if dht is not None else None
+    bufs: dict[str, torch.Tensor] = {}
+
+    def launch_bwd(bv: int, ns: int) -> None:
+        # one buffer for all V tiles (NBH = 0 makes every tile address it), added atomically
+        nv = triton.cdiv(V, bv)
+        alloc = torch.zeros if nv > 1 else torch.empty
+        bufs.update(dW=alloc(B, H, NCT, NR, K, dtype=f32, device=q.device),
+                    dQg=alloc(B, H, NCT, BT, K, dtype=f32, device=q.device),
+                    dA=alloc(B, H, NCT, BT, NR, dtype=f32, device=q.device),
+                    dKd=alloc(B, H, NCT, NR, K, dtype=f32, device=q.device),
+                    ddec=alloc(B, H, NCT, dtype=f32, device=q.device))
+        eda_bwd_h_kernel[(nv, N * H)](
+            h, w, u, dummy, dummy, dummy, dummy, do, dht_ if dht_ is not None else dummy,
+            dU, bufs["dW"], bufs["dQg"], bufs["dA"], bufs["dKd"], bufs["ddec"], dh0,
+            q, k, e, g_, scale, cu_seqlens, co, T, NCT, 0,
+            H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_DHT=dht_ is not None, IS_VARLEN=varlen,
+            PREC=p.precision, DT=dt, NATIVE=True, USE_G=use_g, ATOMIC=nv > 1, num_warps=p.warps_h,
+            num_stages=ns)
+
+    _with_fallback(launch_bwd, BV, p.num_stages)
+    dW, dQg, dA, dKd, ddec = (bufs[n] for n in ("dW", "dQg", "dA", "dKd", "ddec"))
+    if stages <= 2:
+        return (None,) * 8
+
+    # the kernel writes every gradient once, in the input's dtype
+    dq, dk, de, dv = (torch.empty_like(x) for x in (q, k, e, v))
+    dbeta, dgamma = torch.empty_like(beta), torch.empty_like(gamma)
+    dg = torch.empty_like(g) if g is not None else None
+
+    def launch_intra(bv: int, ns: int) -> None:
+        eda_bwd_intra_kernel[(NCT, B * H)](
+            q, k, e, v, g_, beta, gamma, dW, dU, dQg, dA, dKd, ddec,
+            dq, dk, de, dv, dg if dg is not None else dummy, dbeta, dgamma, cu_seqlens, ci, scale,
+            T, NCT, H=H, K=K, V=V, BT=BT, BK=BK, BV=bv, LOG2N=int(math.log2(NR)), USE_G=use_g,
+            IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=p.num_warps, num_stages=ns)
+
+    _with_fallback(launch_intra, BV, p.num_stages)
+    return dq, dk, dv, de, dg, dbeta, dgamma, (dh0.to(h0.dtype) if h0 is not None else None)
+
+
+class ChunkEdaFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
+                g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, scale: float,
+                h0: torch.Tensor | None, output_final_state: bool, cu_seqlens: torch.Tensor | None,
+                seqlens: tuple[int, ...] | None, p: TritonParams
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        o, ht = chunk_eda_fwd(q, k, v, e, g, beta, gamma, scale, h0, output_final_state, cu_seqlens,
+                              seqlens, p)
+        ctx.save_for_backward(q, k, v, e, g, beta, gamma, h0, cu_seqlens)
+        ctx.scale, ctx.seqlens, ctx.p = scale, seqlens, p
+        return o, ht
+
+    @staticmethod
+    def backward(ctx: Any, do: torch.Tensor, dht: torch.Tensor | None) -> tuple[Any, ...]:
+        q, k, v, e, g, beta, gamma, h0, cu_seqlens = ctx.saved_tensors
+        dq, dk, dv, de, dg, dbeta, dgamma, dh0 = chunk_eda_bwd(
+            q, k, v, e, g, beta, gamma, ctx.scale, h0, cu_seqlens, ctx.seqlens, do.contiguous(),
+            dht, ctx.p)
+        return dq, dk, dv, de, dg, dbeta, dgamma, None, dh0, None, None, None, None
+
+
+def chunk_eda_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
+                     g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, scale: float,
+                     initial_state: torch.Tensor | None, output_final_state: bool,
+                     cu_seqlens: torch.Tensor | None, use_qk_l2norm_in_kernel: bool,
+                     p: TritonParams) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """EDA through the Triton chunk kernels; differentiable in every tensor input."""
+    if use_qk_l2norm_in_kernel:
+        # in float32, back to the input dtype: the kernels read the input dtype
+        q, k, e = (l2norm(x.float()).to(x.dtype) for x in (q, k, e))
+    seqlens = tuple(int(x) for x in cu_seqlens.tolist()) if cu_seqlens is not None else None
+    return ChunkEdaFunction.apply(q, k, v, e, g, beta, gamma, float(scale), initial_state,
+                                  output_final_state, cu_seqlens, seqlens, p)

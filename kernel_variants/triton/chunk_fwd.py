@@ -1,0 +1,300 @@
+"""Forward chunk kernels of EDA in Triton (docs: EDA_MATH.md, "Chunked form").
+
+A chunk of ``BT`` tokens is ``NR = 2 * BT`` micro-rows (erase row, write row per token). The
+interleaved rows live only in registers: kappa is loaded from ``e`` (even rows) and ``k`` (odd
+rows) of the [B, T, H, K] inputs; values of erase rows are never loaded; the decay is read only
+at erase rows. Three kernels:
+
+* ``eda_fwd_wu_kernel`` (parallel over chunks): A = diag(b) strict_lower(kappa kappa^T * decay),
+  Tm = (I + A)^-1 (two diagonal blocks by repeated squaring of the nilpotent -A, one
+  off-diagonal block by products), W = Tm diag(b e^G) kappa, U = Tm diag(b) nu.
+* ``eda_fwd_h_kernel`` (sequential over the chunks of one sequence, parallel over heads and V
+  tiles): stores the state entering each chunk and the new values Delta = U - W S.
+* ``eda_fwd_o_kernel`` (parallel over chunks and V tiles): O = (Q e^G) S + (Q kappa^T * decay * M) Delta.
+
+Scratch tensors are laid out [B, H, NC, rows, D] (``NC`` chunks per batch row; with cu_seqlens
+B = 1 and the chunks of all sequences follow each other), the layout of the PyTorch chunked form.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN: tl.constexpr):
+    """(local chunk index, first token, sequence length) of global chunk ``i_tg``."""
+    if IS_VARLEN:
+        i_n = tl.load(chunk_indices + i_tg * 2).to(tl.int32)
+        i_t = tl.load(chunk_indices + i_tg * 2 + 1).to(tl.int32)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
+        L = tl.load(cu_seqlens + i_n + 1).to(tl.int32) - bos
+    else:
+        i_t = i_tg
+        bos = i_b * T
+        L = T
+    # int64 token offsets: B * T * H * K may pass 2^31 (lengths stay int32)
+    return i_t, bos.to(tl.int64), L
+
+
+@triton.jit
+def _load_kappa(k, e, tok, i_h, ev, m_r, o_k, m_k, H: tl.constexpr, K: tl.constexpr):
+    """Rows of kappa [NR, BK]: e at even (erase) rows, k at odd (write) rows."""
+    p = (tok * H + i_h)[:, None] * K + o_k[None, :]
+    b_e = tl.load(e + p, mask=(m_r & ev)[:, None] & m_k[None, :], other=0.)
+    b_k = tl.load(k + p, mask=(m_r & (~ev))[:, None] & m_k[None, :], other=0.)
+    return b_e + b_k
+
+
+@triton.jit
+def _row_decay(g, tok, i_h, ev, m_r, H: tl.constexpr):
+    """Cumulative log decay G of the rows (decay only at erase rows) and the chunk's total."""
+    b_g = tl.load(g + tok * H + i_h, mask=m_r & ev, other=0.).to(tl.float32)
+    return tl.cumsum(b_g, axis=0), tl.sum(b_g, axis=0)
+
+
+@triton.jit
+def _unit_lower_inverse(b_A, o_h, LOG2N: tl.constexpr, PREC: tl.constexpr):
+    """(I + A)^-1 for strictly lower A [NH, NH]: prod_i (I + (-A)^(2^i)) (-A is nilpotent)."""
+    b_P = -b_A
+    b_R = tl.where(o_h[:, None] == o_h[None, :], 1., 0.) + b_P
+    for _ in tl.static_range(LOG2N - 1):
+        b_P = tl.dot(b_P, b_P, input_precision=PREC)
+        b_R = b_R + tl.dot(b_R, b_P, input_precision=PREC)
+    return b_R
+
+
+@triton.jit
+def eda_fwd_wu_kernel(
+    k, e, v, g, beta, gamma, w, u, cu_seqlens, chunk_indices, T, NCT,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, LOG2N: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr,
+    PREC: tl.constexpr, DT: tl.constexpr,
+):
+    """W and U of one chunk. The 2*BT rows are split in two halves of BT rows (BT/2 tokens):
+    Tm = [[R11, 0], [R21, R22]] with R11, R22 the inverses of the diagonal blocks (repeated
+    squaring on BT x BT, LOG2N = log2(BT)) and R21 = -R22 A21 R11: a quarter of the work of
+    squaring the whole 2BT x 2BT block."""
+    i_tg, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_t, bos, L = _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
+    sc = i_bh.to(tl.int64) * NCT + i_tg
+    NR: tl.constexpr = 2 * BT
+    NH: tl.constexpr = BT
+    o_h = tl.arange(0, NH)
+    ev = (o_h % 2) == 0
+    t1 = i_t * BT + o_h // 2
+    t2 = t1 + BT // 2
+    m1 = t1 < L
+    m2 = t2 < L
+    tok1 = bos + t1
+    tok2 = bos + t2
+    b_b1 = tl.where(ev, tl.load(gamma + tok1 * H + i_h, mask=m1, other=0.),
+                    tl.load(beta + tok1 * H + i_h, mask=m1, other=0.)).to(tl.float32)
+    b_b2 = tl.where(ev, tl.load(gamma + tok2 * H + i_h, mask=m2, other=0.),
+                    tl.load(beta + tok2 * H + i_h, mask=m2, other=0.)).to(tl.float32)
+
+    b_A11 = tl.zeros([NH, NH], dtype=tl.float32)
+    b_A21 = tl.zeros([NH, NH], dtype=tl.float32)
+    b_A22 = tl.zeros([NH, NH], dtype=tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        b_k1 = _load_kappa(k, e, tok1, i_h, ev, m1, o_k, m_k, H, K).to(DT)
+        b_k2 = _load_kappa(k, e, tok2, i_h, ev, m2, o_k, m_k, H, K).to(DT)
+        b_A11 += tl.dot(b_k1, tl.trans(b_k1), input_precision=PREC)
+        b_A21 += tl.dot(b_k2, tl.trans(b_k1), input_precision=PREC)
+        b_A22 += tl.dot(b_k2, tl.trans(b_k2), input_precision=PREC)
+    m_A = o_h[:, None] > o_h[None, :]
+    if USE_G:
+        b_G1, b_g1 = _row_decay(g, tok1, i_h, ev, m1, H)
+        b_G2, _ = _row_decay(g, tok2, i_h, ev, m2, H)
+        b_G2 = b_G2 + b_g1
+        b_A11 = b_A11 * tl.exp(tl.where(m_A, b_G1[:, None] - b_G1[None, :], 0.))
+        b_A22 = b_A22 * tl.exp(tl.where(m_A, b_G2[:, None] - b_G2[None, :], 0.))
+        # every row of the second half comes after every row of the first: G2 - G1 <= 0
+        b_A21 = b_A21 * tl.exp(b_G2[:, None] - b_G1[None, :])
+        b_bg1 = b_b1 * tl.exp(b_G1)
+        b_bg2 = b_b2 * tl.exp(b_G2)
+    else:
+        b_bg1 = b_b1
+        b_bg2 = b_b2
+    b_A11 = tl.where(m_A, b_A11 * b_b1[:, None], 0.)
+    b_A22 = tl.where(m_A, b_A22 * b_b2[:, None], 0.)
+    b_A21 = b_A21 * b_b2[:, None]
+
+    b_R11 = _unit_lower_inverse(b_A11, o_h, LOG2N, PREC)
+    b_R22 = _unit_lower_inverse(b_A22, o_h, LOG2N, PREC)
+    b_R21 = -tl.dot(tl.dot(b_R22, b_A21, input_precision=PREC), b_R11, input_precision=PREC)
+    b_R11 = b_R11.to(DT)
+    b_R21 = b_R21.to(DT)
+    b_R22 = b_R22.to(DT)
+
+    p_r1 = (sc * NR + o_h)[:, None]
+    p_r2 = (sc * NR + NH + o_h)[:, None]
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        b_k1 = _load_kappa(k, e, tok1, i_h, ev, m1, o_k, m_k, H, K)
+        b_k2 = _load_kappa(k, e, tok2, i_h, ev, m2, o_k, m_k, H, K)
+        b_k1 = (b_k1 * b_bg1[:, None]).to(DT)
+        b_k2 = (b_k2 * b_bg2[:, None]).to(DT)
+        b_w1 = tl.dot(b_R11, b_k1, input_precision=PREC)
+        b_w2 = tl.dot(b_R21, b_k1, input_precision=PREC) + tl.dot(b_R22, b_k2, input_precision=PREC)
+        tl.store(w + p_r1 * K + o_k[None, :], b_w1.to(w.dtype.element_ty), mask=m_k[None, :])
+        tl.store(w + p_r2 * K + o_k[None, :], b_w2.to(w.dtype.element_ty), mask=m_k[None, :])
+    for i_v in range(tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        m_v = o_v < V
+        # erase rows carry no value: only odd rows are loaded
+        b_n1 = tl.load(v + (tok1 * H + i_h)[:, None] * V + o_v[None, :],
+                       mask=(m1 & (~ev))[:, None] & m_v[None, :], other=0.)
+        b_n2 = tl.load(v + (tok2 * H + i_h)[:, None] * V + o_v[None, :],
+                       mask=(m2 & (~ev))[:, None] & m_v[None, :], other=0.)
+        b_n1 = (b_n1 * b_b1[:, None]).to(DT)
+        b_n2 = (b_n2 * b_b2[:, None]).to(DT)
+        b_u1 = tl.dot(b_R11, b_n1, input_precision=PREC)
+        b_u2 = tl.dot(b_R21, b_n1, input_precision=PREC) + tl.dot(b_R22, b_n2, input_precision=PREC)
+        tl.store(u + p_r1 * V + o_v[None, :], b_u1.to(u.dtype.element_ty), mask=m_v[None, :])
+        tl.store(u + p_r2 * V + o_v[None, :], b_u2.to(u.dtype.element_ty), mask=m_v[None, :])
+
+
+@triton.jit
+def eda_fwd_h_kernel(
+    q, k, e, g, w, u, kd, dec, h, vn, h0, ht, o, scale, cu_seqlens, chunk_offsets, T, NCT,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, USE_G: tl.constexpr, USE_KD: tl.constexpr, STORE_H: tl.constexpr,
+    STORE_VN: tl.constexpr, FUSE_O: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, DT: tl.constexpr,
+):
+    """One (sequence, head, V tile): S [K, BV] carried through the chunks in registers.
+
+    With USE_KD the state update reads Kd = kappa e^(G_n - G) [.., NR, K] and the chunk decay
+    ``dec`` from memory (the backward's recompute), else it builds them from k, e and g.
+    With FUSE_O the output of each chunk is computed here from the state in registers (no state
+    or new values go through memory; the parallel output kernel is skipped).
+    """
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
+        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int32)
+        sc0 = i_h.to(tl.int64) * NCT + tl.load(chunk_offsets + i_n).to(tl.int64)
+    else:
+        bos = i_n * T
+        eos = bos + T
+        sc0 = i_nh.to(tl.int64) * NCT
+    L = eos - bos
+    bos = bos.to(tl.int64)
+    NT = tl.cdiv(L, BT)
+    NR: tl.constexpr = 2 * BT
+    o_r = tl.arange(0, NR)
+    ev = (o_r % 2) == 0
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_v = o_v < V
+    m_kv = m_k[:, None] & m_v[None, :]
+    p_kv = o_k[:, None] * V + o_v[None, :]
+
+    b_S = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_H0:
+        b_S += tl.load(h0 + i_nh * K * V + p_kv, mask=m_kv, other=0.).to(tl.float32)
+    for i_t in range(NT):
+        sc = sc0 + i_t
+        if STORE_H:
+            tl.store(h + sc * K * V + p_kv, b_S.to(h.dtype.element_ty), mask=m_kv)
+        p_rows = (sc * NR + o_r)[:, None]
+        b_w = tl.load(w + p_rows * K + o_k[None, :], mask=m_k[None, :], other=0.)
+        b_u = tl.load(u + p_rows * V + o_v[None, :], mask=m_v[None, :], other=0.)
+        b_d = b_u.to(tl.float32) - tl.dot(b_w.to(DT), b_S.to(DT), input_precision=PREC)
+        if STORE_VN:
+            tl.store(vn + p_rows * V + o_v[None, :], b_d.to(vn.dtype.element_ty), mask=m_v[None, :])
+        if USE_KD:
+            b_kd = tl.load(kd + p_rows * K + o_k[None, :], mask=m_k[None, :], other=0.)
+            b_dec = tl.load(dec + sc).to(tl.float32)
+        else:
+            t_r = i_t * BT + o_r // 2
+            m_r = t_r < L
+            tok = bos + t_r
+            b_kap = _load_kappa(k, e, tok, i_h, ev, m_r, o_k, m_k, H, K)
+            if USE_G:
+                b_G, b_gl = _row_decay(g, tok, i_h, ev, m_r, H)
+                b_kd = b_kap * tl.exp(b_gl - b_G)[:, None]
+                b_dec = tl.exp(b_gl)
+            else:
+                b_kd = b_kap
+                b_dec = 1.
+            if FUSE_O:
+                o_t = tl.arange(0, BT)
+                m_t = (i_t * BT + o_t) < L
+                tokq = bos + i_t * BT + o_t
+                b_q = tl.load(q + (tokq * H + i_h)[:, None] * K + o_k[None, :],
+                              mask=m_t[:, None] & m_k[None, :], other=0.).to(DT)
+                b_o = tl.dot(b_q, b_S.to(DT), input_precision=PREC)
+                b_A = tl.dot(b_q, tl.trans(b_kap.to(DT)), input_precision=PREC)
+                m_A = o_r[None, :] <= 2 * o_t[:, None] + 1
+                if USE_G:
+                    b_gq = tl.cumsum(tl.load(g + tokq * H + i_h, mask=m_t, other=0.).to(tl.float32), axis=0)
+                    b_o = b_o * tl.exp(b_gq)[:, None]
+                    b_A = b_A * tl.exp(tl.where(m_A, b_gq[:, None] - b_G[None, :], 0.))
+                b_A = tl.where(m_A, b_A, 0.)
+                b_o += tl.dot(b_A.to(DT), b_d.to(DT), input_precision=PREC)
+                tl.store(o + (tokq * H + i_h)[:, None] * V + o_v[None, :],
+                         (b_o * scale).to(o.dtype.element_ty), mask=m_t[:, None] & m_v[None, :])
+        b_S = b_S * b_dec + tl.dot(tl.trans(b_kd.to(DT)), b_d.to(DT), input_precision=PREC)
+    if STORE_HT:
+        tl.store(ht + i_nh * K * V + p_kv, b_S, mask=m_kv)
+
+
+@triton.jit
+def eda_fwd_o_kernel(
+    q, k, e, g, h, vn, o, cu_seqlens, chunk_indices, scale, T, NCT,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+    DT: tl.constexpr,
+):
+    i_v, i_tg, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_t, bos, L = _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
+    sc = i_bh.to(tl.int64) * NCT + i_tg
+    NR: tl.constexpr = 2 * BT
+    o_r = tl.arange(0, NR)
+    ev = (o_r % 2) == 0
+    t_r = i_t * BT + o_r // 2
+    m_r = t_r < L
+    tok = bos + t_r
+    o_t = tl.arange(0, BT)
+    m_t = (i_t * BT + o_t) < L
+    tokq = bos + i_t * BT + o_t
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_v = o_v < V
+
+    b_o = tl.zeros([BT, BV], dtype=tl.float32)
+    b_A = tl.zeros([BT, NR], dtype=tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        b_q = tl.load(q + (tokq * H + i_h)[:, None] * K + o_k[None, :],
+                      mask=m_t[:, None] & m_k[None, :], other=0.)
+        b_kap = _load_kappa(k, e, tok, i_h, ev, m_r, o_k, m_k, H, K)
+        b_h = tl.load(h + sc * K * V + o_k[:, None] * V + o_v[None, :],
+                      mask=m_k[:, None] & m_v[None, :], other=0.)
+        b_q = b_q.to(DT)
+        b_o += tl.dot(b_q, b_h.to(DT), input_precision=PREC)
+        b_A += tl.dot(b_q, tl.trans(b_kap.to(DT)), input_precision=PREC)
+    # token i's query sees rows s <= 2i + 1: its own erase and write rows and every earlier row
+    m_A = o_r[None, :] <= 2 * o_t[:, None] + 1
+    if USE_G:
+        b_gq = tl.load(g + tokq * H + i_h, mask=m_t, other=0.).to(tl.float32)
+        b_gq = tl.cumsum(b_gq, axis=0)
+        b_G, _ = _row_decay(g, tok, i_h, ev, m_r, H)
+        b_o = b_o * tl.exp(b_gq)[:, None]
+        b_A = b_A * tl.exp(tl.where(m_A, b_gq[:, None] - b_G[None, :], 0.))
+    b_A = tl.where(m_A, b_A, 0.)
+    b_vn = tl.load(vn + (sc * NR + o_r)[:, None] * V + o_v[None, :], mask=m_v[None, :], other=0.)
+    b_o += tl.dot(b_A.to(DT), b_vn.to(DT), input_precision=PREC)
+    b_o = b_o * scale
+    tl.store(o + (tokq * H + i_h)[:, None] * V + o_v[None, :], b_o.to(o.dtype.element_ty),
+             mask=m_t[:, None] & m_v[None, :])

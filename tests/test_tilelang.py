@@ -1,0 +1,233 @@
+"""The TileLang backend on a machine without a GPU.
+
+(a) the CPU build (target "c") against the float64 recurrence in float32;
+(b) the admitted configs of ``search_spaces/tilelang.yaml`` lower for sm_90a within the
+    shared-memory budget and the YAML's estimate (every admitted config of the main problem;
+    a fixed sample of the others, or all of them with ``EDA_TILELANG_FULL_WALK=1``);
+(c) the default config builds with nvcc.
+Everything skips with the reason when TileLang cannot be imported.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import pytest
+import torch
+
+from eda_tune.errors import EdaError
+from eda_tune.problem import Problem
+from eda_tune.reference import naive_recurrent_eda
+
+try:
+    import tilelang  # noqa: F401
+
+    HAS_TILELANG, WHY = True, ""
+except Exception as err:  # pragma: no cover - depends on the machine
+    HAS_TILELANG, WHY = False, f"tilelang cannot be imported: {type(err).__name__}: {err}"
+
+pytestmark = pytest.mark.skipif(not HAS_TILELANG, reason=WHY)
+
+SMEM_LIMIT = 232448  # H100/H200 per-block opt-in limit
+
+
+def _backend() -> Any:
+    from kernel_variants.tilelang.backend import TileLangBackend
+
+    return TileLangBackend()
+
+
+def _inputs(B: int, T: int, H: int, K: int, V: int, gate: bool, seed: int) -> dict[str, Any]:
+    gen = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen)
+
+    k = torch.nn.functional.normalize(rnd(B, T, H, K), dim=-1)
+    e = torch.nn.functional.normalize(rnd(B, T, H, K), dim=-1)
+    return {
+        "q": rnd(B, T, H, K), "k": k, "v": rnd(B, T, H, V), "e": e,
+        "g": torch.nn.functional.logsigmoid(rnd(B, T, H)) / 16 if gate else None,
+        "beta": torch.rand(B, T, H, generator=gen), "gamma": torch.rand(B, T, H, generator=gen),
+    }
+
+
+def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
+    assert not torch.isnan(out).any(), "NaN in the output"
+    return float((out.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30))
+
+
+def _max_err_where(out: torch.Tensor, ref: torch.Tensor) -> str:
+    diff = (out.double() - ref.double()).abs()
+    idx = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0])
+    return f"max |err| {diff.max().item():.3e} at {idx}: got {out[idx].item():.6g}, want {ref[idx].item():.6g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) the CPU build against the reference
+# ---------------------------------------------------------------------------------------------
+
+CPU_CASES = {
+    # name: (B, T, H, K, V, gate, initial_state, num_seqs, l2norm, config)
+    "odd-T-KneV": (2, 37, 2, 32, 48, True, True, 0, False, {"BT": 16, "BK": 32, "BV": 32}),
+    "nogate": (1, 45, 2, 64, 32, False, False, 0, False, {"BT": 32}),
+    "BT64-ragged": (2, 50, 1, 32, 32, True, True, 0, False, {"BT": 64, "BK": 32, "BV": 32}),
+    "varlen": (1, 77, 2, 32, 64, True, True, 4, True, {"BT": 16, "BK": 32, "BV": 64}),
+    "T1": (2, 1, 2, 32, 32, True, False, 0, False, None),
+    "K100-V20": (1, 23, 1, 100, 20, True, True, 0, False, {"BT": 16, "BK": 32, "BV": 32}),
+}
+
+
+@pytest.mark.parametrize("case", list(CPU_CASES))
+def test_cpu_build_matches_reference(case: str) -> None:
+    B, T, H, K, V, gate, h0, num_seqs, l2, config = CPU_CASES[case]
+    seed = sum(map(ord, case))
+    x = _inputs(B, T, H, K, V, gate, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    N = num_seqs or B
+    init = torch.randn(N, H, K, V, generator=gen) if h0 else None
+    cu = None
+    if num_seqs:
+        cuts = sorted(random.Random(seed).sample(range(1, T), num_seqs - 1))
+        cu = torch.tensor([0, *cuts, T], dtype=torch.int32)
+    problem = Problem(B=B, T=T, H=H, K=K, V=V, dtype="float32", gate=gate, num_seqs=num_seqs,
+                      initial_state=h0, final_state=True, l2norm=l2, device="cpu")
+    fn = _backend().build(problem, config)
+    scale = K ** -0.5
+    o, ht = fn(x["q"], x["k"], x["v"], x["e"], x["g"], x["beta"], x["gamma"], scale, init, True, cu, l2)
+    ro, rht = naive_recurrent_eda(x["q"], x["k"], x["v"], x["e"], x["g"], x["beta"], x["gamma"], scale,
+                                  init, True, cu, l2)
+    assert o.shape == ro.shape and o.dtype == torch.float32, (o.shape, o.dtype)
+    assert ht is not None and rht is not None and ht.shape == rht.shape and ht.dtype == torch.float32
+    for name, out, ref in (("o", o, ro), ("final_state", ht, rht)):
+        err = _rel(out, ref)
+        assert err < 1e-5, f"{case}: {name} rel err {err:.3e}; {_max_err_where(out, ref)}"
+
+
+def test_cpu_build_bf16_computes_in_float32() -> None:
+    x = _inputs(1, 19, 1, 32, 32, True, 3)
+    xb: dict[str, Any] = {n: (t.to(torch.bfloat16) if t is not None else None) for n, t in x.items()}
+    problem = Problem(B=1, T=19, H=1, K=32, V=32, dtype="bfloat16", device="cpu")
+    fn = _backend().build(problem)
+    o, _ = fn(xb["q"], xb["k"], xb["v"], xb["e"], xb["g"], xb["beta"], xb["gamma"], 0.2, None, False,
+              None, False)
+    ro, _ = naive_recurrent_eda(xb["q"], xb["k"], xb["v"], xb["e"], xb["g"], xb["beta"], xb["gamma"], 0.2)
+    assert o.dtype == torch.bfloat16
+    err = _rel(o, ro)
+    assert err < 1e-2, f"bf16 rel err {err:.3e}"
+
+
+def test_forward_only() -> None:
+    be = _backend()
+    ok, why = be.supports(Problem(B=1, T=8, H=1, K=16, V=16, dtype="float32", training=True, device="cpu"))
+    assert not ok and "forward only" in why
+    problem = Problem(B=1, T=8, H=1, K=32, V=32, dtype="float32", device="cpu")
+    fn = be.build(problem)
+    x = _inputs(1, 8, 1, 32, 32, True, 0)
+    q = x["q"].requires_grad_()  # type: ignore[union-attr]
+    with pytest.raises(EdaError, match="forward only"):
+        fn(q, x["k"], x["v"], x["e"], x["g"], x["beta"], x["gamma"], 0.2, None, False, None, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# (b) every admitted config lowers for sm_90a within the shared-memory budget
+# ---------------------------------------------------------------------------------------------
+
+def _lower(spec: tuple[Any, ...]) -> tuple[str, int, str]:
+    from kernel_variants.tilelang.backend import lower_for_cuda
+
+    kind, kp, tun = spec
+    try:
+        _, smem = lower_for_cuda(kind, kp, tun)
+        return repr(spec), smem, ""
+    except Exception as err:  # report every failure, not just the first
+        return repr(spec), -1, str(err).strip().splitlines()[-1][:300]
+
+
+def _gpu_problem(K: int, V: int, dtype: str) -> Problem:
+    return Problem(B=8, T=4096, H=16, K=K, V=V, dtype=dtype, initial_state=True, final_state=True,
+                   device="cuda")
+
+
+LOWER_PROBLEMS = {
+    # name: (K, V, dtype, full walk by default)
+    "K128-bf16": (128, 128, "bfloat16", True),
+    "K64-bf16": (64, 64, "bfloat16", False),
+    "K256-bf16": (256, 256, "bfloat16", False),
+    "K128-V64-fp32": (128, 64, "float32", False),
+}
+SAMPLE = 3  # configs besides the default, for the problems not walked in full
+
+
+def _admitted_specs(problem: Problem, full: bool) -> list[tuple[Any, ...]]:
+    from kernel_variants.tilelang.backend import kernel_specs
+
+    be = _backend()
+    configs = be.search_space.valid_grid(problem, be.constraint_vars(problem))
+    assert configs, f"no admitted config for {problem.key}"
+    if not full:
+        default = be.default_config(problem).to_dict()
+        rest = [c for c in configs if c != default]
+        configs = [default, *random.Random(problem.key).sample(rest, min(SAMPLE, len(rest)))]
+    specs: dict[str, tuple[Any, ...]] = {}
+    for cfg in configs:
+        for spec in kernel_specs(problem, cfg):
+            specs.setdefault(repr(spec), spec)
+    return list(specs.values())
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name", list(LOWER_PROBLEMS))
+def test_admitted_configs_lower_for_sm90a(name: str) -> None:
+    from kernel_variants.tilelang.kernels import intra_smem, recurrence_smem
+
+    K, V, dtype, full = LOWER_PROBLEMS[name]
+    full = full or os.environ.get("EDA_TILELANG_FULL_WALK") == "1"
+    problem = _gpu_problem(K, V, dtype)
+    specs = _admitted_specs(problem, full)
+    workers = max(1, min(2, os.cpu_count() or 1))
+    with ProcessPoolExecutor(workers) as pool:
+        results = list(pool.map(_lower, specs))
+    failed = [f"{spec}: {why}" for spec, smem, why in results if smem < 0]
+    over = [f"{spec}: {smem} bytes" for spec, smem, _ in results if smem > SMEM_LIMIT]
+    assert not failed, f"{len(failed)} of {len(results)} admitted kernels do not lower:\n" + "\n".join(failed)
+    assert not over, f"admitted kernels over {SMEM_LIMIT} bytes of shared memory:\n" + "\n".join(over)
+    # the YAML's estimate must bound what TileLang allocates, or a config could pass it and not fit
+    under = []
+    for spec, (_, smem, _) in zip(specs, results):
+        kind, kp, tun = spec
+        est = (intra_smem(kp.K, kp.V, kp.dtype, tun.BT, tun.BK, tun.num_stages) if kind == "intra"
+               else recurrence_smem(kp.K, kp.V, kp.dtype, tun.BT, tun.BV, tun.num_stages))
+        if smem > est:
+            under.append(f"{spec}: lowered {smem} bytes > estimate {est}")
+    assert not under, "the shared-memory estimate under-counts:\n" + "\n".join(under)
+
+
+# ---------------------------------------------------------------------------------------------
+# (c) a sample builds with nvcc
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(shutil.which("nvcc") is None and not os.path.exists("/usr/local/cuda/bin/nvcc"),
+                    reason="nvcc not found (PATH, /usr/local/cuda/bin)")
+def test_sample_builds_with_nvcc() -> None:
+    import tilelang
+    import tvm
+
+    from kernel_variants.tilelang.backend import kernel_specs
+    from kernel_variants.tilelang.kernels import intra_kernel, recurrence_kernel
+
+    be = _backend()
+    problem = _gpu_problem(128, 128, "bfloat16")
+    target = tvm.target.Target({"kind": "cuda", "arch": "sm_90a"})
+    for cfg in (be.default_config(problem).to_dict(),):
+        assert be.check_config(problem, cfg)[0], cfg
+        for kind, kp, tun in kernel_specs(problem, cfg):
+            gen = intra_kernel if kind == "intra" else recurrence_kernel
+            with target:
+                kernel = tilelang.compile(gen(kp, tun, "gpu"), target=target, execution_backend="tvm_ffi")
+            assert "__global__" in kernel.get_kernel_source()

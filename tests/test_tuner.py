@@ -1,0 +1,324 @@
+"""The tuner end to end on CPU (real timings): studies, resume, failures recorded, results, errors."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from eda_tune import cli, dispatch
+from eda_tune import results as R
+from eda_tune.backends import Backend, get_backend, register, unregister
+from eda_tune.errors import SearchSpaceError
+from eda_tune.hardware import detect
+from eda_tune.problem import Config, Problem, ShapeClass
+from eda_tune.search import tuner
+from eda_tune.search.space import SearchSpace
+from eda_tune.search.worker import InProcessRunner
+
+SLUG = detect("cpu").slug
+TINY: dict[str, Any] = {"name": "t1", "B": 1, "T": 100, "H": 2, "K": 16, "V": 16, "dtype": "float32", "gate": True}
+
+
+class FakeBackend(Backend):
+    """Each ``behaviour`` fails a different way; ``good`` is the eager torch kernel.
+
+    Defined at module level so the worker process can import it by name."""
+
+    name = "fake"
+    priority = 1000
+
+    def is_available(self) -> tuple[bool, str]:
+        return True, ""
+
+    @property
+    def search_space(self) -> SearchSpace:  # type: ignore[override]
+        return SearchSpace.from_mapping({
+            "backend": "fake",
+            "parameters": {"behaviour": {"choices": ["good", "raise", "wrong", "hang", "crash"]},
+                           "chunk_size": {"choices": [16, 64]}},
+            "constraints": [{"expr": "chunk_size <= 32", "reason": "fake limit on chunk_size"}],
+            "default": {"behaviour": "good", "chunk_size": 16}}, source="<fake>")
+
+    def _build(self, problem: Problem, config: Config) -> Any:
+        behaviour = config["behaviour"]
+        if behaviour == "raise":
+            raise RuntimeError("boom: the fake compiler failed")
+        if behaviour == "hang":
+            time.sleep(3600)
+        if behaviour == "crash":
+            os._exit(7)
+        inner = get_backend("torch").build(problem, {"chunk_size": config["chunk_size"], "solver": "triangular"})
+        if behaviour == "wrong":
+            def wrong(*args: Any) -> Any:
+                o, final = inner(*args)
+                return o * 1.1, final
+            return wrong
+        return inner
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("EDA_TUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("EDA_TUNE_RESULTS_DIR", str(tmp_path / "user"))
+    monkeypatch.delenv("EDA_TUNE_BACKEND", raising=False)
+    monkeypatch.setattr(R, "shipped_results_dir", lambda: tmp_path / "shipped")
+    dispatch.reset()
+    yield
+    unregister("fake")
+    dispatch.reset()
+
+
+def _shapes(tmp_path: Path, *shapes: dict[str, Any]) -> str:
+    path = tmp_path / "shapes.yaml"
+    path.write_text(yaml.safe_dump({"shapes": list(shapes or [TINY])}))
+    return str(path)
+
+
+def _study(storage: str, backend: str, shape: dict[str, Any] = TINY) -> optuna.Study:
+    fields = {k: v for k, v in shape.items() if k != "name"}
+    cls = ShapeClass.of(Problem(**fields, device="cpu"))
+    return optuna.load_study(study_name=tuner.study_name(SLUG, backend, cls), storage=tuner.make_storage(storage))
+
+
+FAST = ["--device", "cpu", "--warmup-ms", "1", "--rep-ms", "5"]
+
+
+def test_tune_resume_redoes_no_finished_trial(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/studies.db"
+    out = tmp_path / "res.yaml"
+    other = R.new_results({"name": "x", "slug": SLUG})  # a class tuned earlier must survive
+    big = Problem(B=8, T=4096, H=16, K=128, V=128, device="cpu")
+    other.set_backend(ShapeClass.of(big), "torch", R.BackendResult(config={"chunk_size": 64, "solver": "doubling"},
+                                                                   time_ms=9.0, trials=1), problem=big)
+    R.write(out, other)
+    argv = ["tune", "--shapes", _shapes(tmp_path), "--backends", "torch", "--storage", storage,
+            "--results", str(out), "--sampler", "random", *FAST]
+    assert cli.main([*argv, "--trials", "3"]) == 0
+    first = [t for t in _study(storage, "torch").trials if t.state == TrialState.COMPLETE
+             and t.user_attrs.get("reused_from") is None]
+    assert len(first) == 3
+    assert first[0].params == {"chunk_size": 64, "solver": "triangular"}  # the default goes first
+    assert cli.main([*argv, "--trials", "5"]) == 0
+    trials = _study(storage, "torch").trials
+    measured = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("reused_from") is None]
+    assert len(measured) == 5
+    again = {t.number: t for t in trials}
+    for t in first:  # not redone: same number, params, value and start time
+        assert again[t.number].params == t.params
+        assert again[t.number].datetime_start == t.datetime_start
+        assert again[t.number].value == t.value
+    assert len({t.user_attrs["config_key"] for t in measured}) == 5  # no config measured twice
+    res = R.load(out)
+    assert ShapeClass.of(big).key in res.entries
+    fields = {k: v for k, v in TINY.items() if k != "name"}
+    entry = res.entries[ShapeClass.of(Problem(**fields, device="cpu")).key]
+    torch_res = entry.backends["torch"]
+    assert entry.winner == "torch" and entry.shape == "t1"
+    assert torch_res.trials == 5 and torch_res.failed == 0
+    best = min(measured, key=lambda t: t.value or 0.0)
+    assert torch_res.time_ms is not None and torch_res.default_time_ms is not None
+    assert torch_res.time_ms <= torch_res.default_time_ms
+    if torch_res.extra.get("remeasured"):  # best and default timed again back to back
+        assert torch_res.extra["trial_time_ms"] == pytest.approx(best.value)
+        assert torch_res.config in (best.user_attrs["config"], first[0].user_attrs["config"])
+    else:  # the default was the best trial
+        assert torch_res.config == best.user_attrs["config"] == first[0].user_attrs["config"]
+        assert torch_res.time_ms == pytest.approx(best.value)
+    assert cli.main([*argv, "--trials", "5"]) == 0  # nothing left to do: no new trial
+    assert len(_study(storage, "torch").trials) == len(trials)
+
+
+def test_failures_are_recorded_and_the_study_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    register(FakeBackend(), replace=True)
+    storage = f"journal:{tmp_path}/j.journal"
+    out = tmp_path / "res.yaml"
+    rc = cli.main(["tune", "--shapes", _shapes(tmp_path), "--backends", "fake,torch", "--storage", storage,
+                   "--results", str(out), "--sampler", "grid", "--trials", "10", "--trial-timeout", "10", *FAST])
+    assert rc == 0
+    trials = _study(storage, "fake").trials
+    by_cfg = {(t.params["behaviour"], t.params["chunk_size"]): t for t in trials}
+    assert len(by_cfg) == 10
+    for behaviour in ("good", "raise", "wrong", "hang", "crash"):
+        t = by_cfg[(behaviour, 64)]
+        assert t.state == TrialState.PRUNED and "fake limit on chunk_size" in t.user_attrs["reason"]
+        assert "build_s" not in t.user_attrs  # rejected before any build
+    kinds = {b: (by_cfg[(b, 16)].state, by_cfg[(b, 16)].user_attrs.get("kind")) for b in
+             ("good", "raise", "wrong", "hang", "crash")}
+    assert kinds == {"good": (TrialState.COMPLETE, None), "raise": (TrialState.FAIL, "compile_error"),
+                     "wrong": (TrialState.FAIL, "wrong_result"), "hang": (TrialState.FAIL, "timeout"),
+                     "crash": (TrialState.FAIL, "crash")}
+    assert "boom: the fake compiler failed" in by_cfg[("raise", 16)].user_attrs["reason"]
+    assert "rel error" in by_cfg[("wrong", 16)].user_attrs["reason"]
+    assert "exit code 7" in by_cfg[("crash", 16)].user_attrs["reason"]
+    res = R.load(out)
+    entry = next(iter(res.entries.values()))
+    fake = entry.backends["fake"]
+    assert (fake.trials, fake.failed, fake.extra["pruned"]) == (5, 4, 5)
+    assert fake.config == {"behaviour": "good", "chunk_size": 16}
+    assert set(entry.backends) == {"fake", "torch"}  # the torch study ran after the fake one
+    assert entry.backends["torch"].time_ms is not None
+
+
+class _Interrupting(InProcessRunner):
+    def __init__(self, after: int) -> None:
+        self.calls, self.after = 0, after
+
+    def run(self, job: Any, timeout: float | None) -> dict[str, Any]:
+        self.calls += 1
+        if self.calls > self.after:
+            raise KeyboardInterrupt
+        return super().run(job, timeout)
+
+
+def test_interrupt_then_resume(tmp_path: Path) -> None:
+    storage = tuner.make_storage(f"journal:{tmp_path}/j.journal")
+    problem = Problem(**{k: v for k, v in TINY.items() if k != "name"}, device="cpu")
+    opts = tuner.TuneOptions(trials=4, sampler="random", warmup_ms=1, rep_ms=5, trial_timeout=None,
+                             remeasure=False)
+    backend = get_backend("torch")
+    with pytest.raises(KeyboardInterrupt):
+        tuner.run_study(storage, SLUG, backend, problem, "t1", opts, _Interrupting(after=2))
+    study = optuna.load_study(study_name=tuner.study_name(SLUG, "torch", ShapeClass.of(problem)), storage=storage)
+    states = [(t.state, t.user_attrs.get("kind")) for t in study.trials if t.state != TrialState.PRUNED]
+    assert states[-1] == (TrialState.FAIL, "interrupted")
+    done_before = [t for t in study.trials if t.state == TrialState.COMPLETE and "reused_from" not in t.user_attrs]
+    assert len(done_before) == 2
+    runner = _Interrupting(after=100)
+    outcome = tuner.run_study(storage, SLUG, backend, problem, "t1", opts, runner)
+    assert outcome.trials == 4 and outcome.failed == 0
+    assert runner.calls == 4 - len(done_before)  # only the remainder ran
+
+
+def test_torch_compile_end_to_end(tmp_path: Path) -> None:
+    """The issue's CPU end-to-end test: torch_compile on a tiny shape, real compile and timings."""
+    out = tmp_path / "res.yaml"
+    shape = {**TINY, "name": "tc", "T": 24}
+    rc = cli.main(["tune", "--shapes", _shapes(tmp_path, shape), "--backends", "torch_compile",
+                   "--results", str(out), "--trials", "2", "--sampler", "random", "--seed", "1", *FAST])
+    assert rc == 0
+    entry = next(iter(R.load(out).entries.values()))
+    tc = entry.backends["torch_compile"]
+    assert entry.winner == "torch_compile" and tc.trials == 2 and tc.failed == 0
+    assert tc.time_ms is not None and tc.time_ms > 0 and tc.default_time_ms is not None
+    # the dispatcher picks up what was written (user results folder via --results is explicit here)
+    os.environ["EDA_TUNE_RESULTS_DIR"] = str(tmp_path)
+    out.rename(tmp_path / f"{SLUG}.yaml")
+    dispatch.reset()
+    p = Problem(**{k: v for k, v in shape.items() if k != "name"}, device="cpu")
+    choice = dispatch.plan(p)
+    assert choice.backend.name == "torch_compile" and choice.config.to_dict() == tc.config
+
+
+def test_default_run_uses_cpu_shapes_and_user_results_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = cli.main(["tune", "--backends", "torch", "--trials", "1", *FAST])
+    assert rc == 0
+    res = R.load(tmp_path / "user" / f"{SLUG}.yaml")
+    assert {e.shape for e in res.entries.values()} == {"tiny", "tiny-nog", "tiny-varlen"}
+    assert (tmp_path / "cache" / "studies.journal").is_file()
+    capsys.readouterr()
+    assert cli.main(["show", "--format", "json"]) == 0  # this device's results, found by slug
+    assert '"tiny-nog"' in capsys.readouterr().out
+    # {slug} in --results names the device's file; a rerun with the same storage measures nothing new
+    assert cli.main(["tune", "--backends", "torch", "--trials", "1", "--results", str(tmp_path / "{slug}.yaml"),
+                     *FAST]) == 0
+    assert (tmp_path / f"{SLUG}.yaml").is_file()
+    assert "(0 run now)" in capsys.readouterr().err
+
+
+def test_show_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    res = R.new_results({"name": "NVIDIA H100 80GB HBM3", "slug": "h100-80gb-hbm3"})
+    p = Problem(B=8, T=4096, H=16, K=128, V=128)
+    res.set_backend(ShapeClass.of(p), "triton", R.BackendResult(config={"BT": 64}, time_ms=1.0,
+                                                                 default_time_ms=2.0, trials=9, failed=1),
+                    problem=p, shape="S1")
+    R.write(tmp_path / "h.yaml", res)
+    assert cli.main(["show", str(tmp_path / "h.yaml")]) == 0
+    text = capsys.readouterr().out
+    assert "triton *" in text and "2.00x" in text and "BT=64" in text
+    assert cli.main(["show", str(tmp_path / "h.yaml"), "--format", "json"]) == 0
+    assert '"winner": "triton"' in capsys.readouterr().out
+
+
+def test_clear_errors_for_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad_shapes = tmp_path / "bad_shapes.yaml"
+    bad_shapes.write_text("shapes:\n  - {name: s, B: 1, T: 8, H: 1, K: 16}\n")
+    assert cli.main(["tune", "--shapes", str(bad_shapes), "--backends", "torch", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "bad_shapes.yaml" in err and "lacks ['V']" in err
+
+    bad_results = tmp_path / "bad_results.yaml"
+    bad_results.write_text("schema_version: 7\ndevice: {slug: x}\n")
+    assert cli.main(["tune", "--shapes", _shapes(tmp_path), "--backends", "torch", "--results",
+                     str(bad_results), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "bad_results.yaml: schema_version: must be 1" in err
+    assert "schema_version: 7" in bad_results.read_text()  # untouched
+    assert cli.main(["show", str(bad_results)]) == 2
+
+    assert cli.main(["tune", "--backends", "nonesuch", *FAST]) == 2
+    assert "must be one of" in capsys.readouterr().err
+    assert cli.main(["tune", "--backends", "torch", "--trials", "0", *FAST]) == 2
+    assert "--trials must be >= 1" in capsys.readouterr().err
+    assert cli.main(["tune", "--backends", "torch", "--storage", "nonsense", *FAST]) == 2
+    assert "--storage must be an Optuna storage URL" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("space, match", [
+    ({"backend": "x", "parameters": {"BT": {"choices": []}}, "default": {"BT": 1}},
+     r"parameter 'BT': 'choices' must be a non-empty list"),
+    ({"backend": "x", "parameters": {"BT": {"type": "int", "low": 8, "high": 4}}, "default": {"BT": 8}},
+     r"parameter 'BT': 'low' must be <= 'high'"),
+    ({"backend": "x", "parameters": {"BT": [16, 32]}, "default": {"BT": 48}},
+     r"default BT must be one of \[16, 32\] but got 48"),
+    ({"backend": "x", "parameters": {"BT": [16, 32]}, "constraints": ["BT <= QQ"], "default": {"BT": 16}},
+     r"uses unknown names \['QQ'\]; allowed"),
+    ({"backend": "x", "parameters": {"BT": {"type": "float", "low": 0.1, "high": 1.0}}, "default": {"BT": 0.5}},
+     None),
+])
+def test_malformed_search_spaces(tmp_path: Path, space: dict[str, Any], match: str | None) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump(space))
+    if match is None:  # valid, but not finite: the grid sampler says so clearly
+        loaded = SearchSpace.load(path)
+        with pytest.raises(Exception, match="--sampler grid needs a finite search space"):
+            tuner.make_sampler("grid", 0, loaded, 5)
+        return
+    with pytest.raises(SearchSpaceError, match=match) as info:
+        SearchSpace.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_log_int_params_enqueue_and_grid() -> None:
+    space = SearchSpace.from_mapping({"backend": "x", "parameters": {
+        "BT": {"type": "int", "low": 16, "high": 64, "log": True}, "w": [1, 2]}, "default": {"BT": 32, "w": 2}})
+    params = tuner.params_of(space, Config.from_dict({"BT": 32, "w": 2}))
+    assert params == {"BT__log2": 5, "w": 2}
+    assert tuner._grid_space(space) == {"BT__log2": [4, 5, 6], "w": [1, 2]}
+    study = optuna.create_study(sampler=tuner.make_sampler("grid", 0, space, 6))
+    seen = set()
+    for _ in range(6):
+        trial = study.ask()
+        seen.add(tuple(sorted(space.suggest(trial).items())))
+        study.tell(trial, 1.0)
+    assert len(seen) == 6 and (("BT", 64), ("w", 1)) in seen
+
+
+def test_a_class_keeps_the_problem_it_was_tuned_on(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    storage = f"journal:{tmp_path}/j.journal"
+    other = {**TINY, "name": "t2", "B": 2, "H": 1}  # same shape class as TINY, another problem
+    base = ["tune", "--backends", "torch", "--storage", storage, "--results", str(tmp_path / "r.yaml"),
+            "--trials", "1", "--isolation", "none", *FAST]
+    assert cli.main([*base, "--shapes", _shapes(tmp_path, TINY)]) == 0
+    assert cli.main([*base, "--shapes", _shapes(tmp_path, other)]) == 0
+    err = capsys.readouterr().err
+    assert "skipped t2 torch" in err and "tuned the problem" in err
+    entry = next(iter(R.load(tmp_path / "r.yaml").entries.values()))
+    assert entry.shape == "t1" and entry.problem is not None and entry.problem.B == 1
