@@ -166,6 +166,29 @@ def test_bench_writes_json_md_and_png(tmp_path: Path, tiny_shapes: str) -> None:
     assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
 
 
+def test_bench_cut_short_keeps_the_rows_it_measured(tmp_path: Path, tiny_shapes: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed mid-way (a time limit) still leaves bench.json with every finished row."""
+    import eda_tune.bench.runner as runner
+
+    real = runner.bench_target
+    calls = {"n": 0}
+
+    def dies_on_third(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # what a SIGINT/time limit looks like from inside
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "bench_target", dies_on_third)
+    out = tmp_path / "bench"
+    assert _bench(["--backends", "torch", "--shapes", tiny_shapes, "--out", str(out)]) == 130
+    report = json.loads((out / "bench.json").read_text())
+    assert report["partial"] is True
+    assert [(r["shape"], r["mode"]) for r in report["rows"]] == [("t1", "fwd"), ("t1", "fwd_bwd")]
+    assert all(r["status"] == "ok" and r["time_ms"] > 0 for r in report["rows"])
+
+
 def test_bench_merge_joins_split_runs(tmp_path: Path, tiny_shapes: str) -> None:
     for only in ("t1", "t2"):
         assert _bench(["--backends", "torch", "--shapes", tiny_shapes, "--out", str(tmp_path / only), "--fwd-only",

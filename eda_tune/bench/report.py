@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -69,8 +70,11 @@ def plain(x: Any) -> Any:
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write atomically (a temporary file renamed over the target)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(plain(data), indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(plain(data), indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
+    os.replace(tmp, path)
 
 
 def load_json(path: str | Path) -> dict[str, Any]:

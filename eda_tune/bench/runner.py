@@ -463,9 +463,12 @@ def _brief(check: Mapping[str, Any], problem: Problem) -> dict[str, Any]:
 
 
 def run_bench(targets: list[Target], shapes: list[NamedShape], opts: BenchOptions | None = None,
-              progress: Progress | None = None, skipped: list[dict[str, str]] | None = None
-              ) -> dict[str, Any]:
-    """Check then time every target at every shape, forward and forward+backward."""
+              progress: Progress | None = None, skipped: list[dict[str, str]] | None = None,
+              on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Check then time every target at every shape, forward and forward+backward.
+
+    ``on_row`` gets the report so far (``partial: true``) after every row, so that a run cut
+    short (a time limit, a crash) keeps what it measured."""
     from eda_tune.bench.floors import floors, measure_ceilings, nominal_ceilings
 
     opts = opts or BenchOptions()
@@ -493,7 +496,16 @@ def run_bench(targets: list[Target], shapes: list[NamedShape], opts: BenchOption
                 rows.append({"target": target.label, "backend": target.name, "variant": target.variant,
                              "shape": shape.name, "mode": mode, "problem": problem.to_dict(),
                              "floor_ms": floor["floor_ms"], **row})
+                if on_row:
+                    on_row({**_bench_report(targets, shapes, opts, skipped, device, ceilings, shape_rows,
+                                            [dict(r) for r in rows]), "partial": True})
         refs.clear()
+    return _bench_report(targets, shapes, opts, skipped, device, ceilings, shape_rows, rows)
+
+
+def _bench_report(targets: list[Target], shapes: list[NamedShape], opts: BenchOptions,
+                  skipped: list[dict[str, str]] | None, device: str, ceilings: Any,
+                  shape_rows: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any]:
     add_speedups(rows)
     bad = [r for r in rows if r["status"] in ("wrong", "error")]
     return {"kind": "eda-tune-bench", "schema": SCHEMA, "env": environment(device),

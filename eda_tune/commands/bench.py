@@ -80,8 +80,13 @@ def run(args: argparse.Namespace) -> int:
     opts = BenchOptions(fwd_only=args.fwd_only, seed=args.seed, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms,
                         measure_ceilings=not args.no_ceilings, check_max_t=args.check_max_t, extra_notes=notes)
     modes = 1 if args.fwd_only else 2
+    from eda_tune.bench.report import write_json
+
+    def keep(partial: dict) -> None:  # a run cut short keeps every row it measured
+        write_json(out / "bench.json", partial)
+
     with progress_bar(console, 1 + len(targets) * len(shapes) * modes, "bench") as step:
-        report = run_bench(targets, shapes, opts, progress=step, skipped=skipped)
+        report = run_bench(targets, shapes, opts, progress=step, skipped=skipped, on_row=keep)
     return _write(report, out, console, args.strict)
 
 
