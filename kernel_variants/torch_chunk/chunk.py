@@ -92,18 +92,43 @@ class ChunkFns:
 EAGER = ChunkFns(intra=intra, step=step)
 
 
-def _chunk_index(seqlens: list[int], C: int, device: torch.device) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """For packed sequences: the token index of every padded chunk position (T for padding) and
-    each sequence's range of chunks."""
+@dataclass
+class ChunkLayout:
+    """How [B, H, T, ...] maps to chunks [B, H, NC, C, ...] (zero padding at each sequence's end).
+
+    Without cu_seqlens every row of the batch has NC = ceil(T / C) chunks (``index`` and
+    ``ranges`` are None). With packed sequences each one is padded to whole chunks: ``index``
+    holds the token of every padded position (T for padding) and ``ranges`` each sequence's chunks.
+    """
+
+    T: int
+    C: int
+    index: torch.Tensor | None = None
+    ranges: list[tuple[int, int]] | None = None
+
+    def chunked(self, x: torch.Tensor) -> torch.Tensor:
+        if self.index is None:
+            NC = -(-self.T // self.C)
+            pad = NC * self.C - self.T
+            if pad:
+                x = torch.nn.functional.pad(x, (0, 0, 0, pad) if x.dim() == 4 else (0, pad))
+            return x.unflatten(2, (NC, self.C))
+        # padding positions point at an appended zero row: they change nothing
+        x = torch.cat((x, x.new_zeros(x[:, :, :1].shape)), dim=2).index_select(2, self.index)
+        return x.unflatten(2, (-1, self.C))
+
+
+def chunk_layout(T: int, C: int, seqlens: list[int] | tuple[int, ...] | None, device: torch.device) -> ChunkLayout:
+    if seqlens is None:
+        return ChunkLayout(T, C)
     idx, ranges, start = [], [], 0
-    T = seqlens[-1]
     for bos, eos in zip(seqlens[:-1], seqlens[1:]):
         n_chunks = -(-(eos - bos) // C)
         pos = torch.arange(bos, bos + n_chunks * C)
         idx.append(torch.where(pos < eos, pos, torch.full_like(pos, T)))
         ranges.append((start, start + n_chunks))
         start += n_chunks
-    return torch.cat(idx).to(device), ranges
+    return ChunkLayout(T, C, torch.cat(idx).to(device), ranges)
 
 
 def chunk_eda_torch(
@@ -129,26 +154,10 @@ def chunk_eda_torch(
 
     xs = [heads_first(x) for x in (q, k, v, e)]
     ss = [heads_first(x) for x in (gz, beta, gamma)]
-    if seqlens is None:
-        NC = -(-T // C)
-        pad = NC * C - T
-
-        def chunked(x: torch.Tensor) -> torch.Tensor:
-            if pad:
-                x = torch.nn.functional.pad(x, (0, 0, 0, pad) if x.dim() == 4 else (0, pad))
-            return x.unflatten(2, (NC, C))
-
-        ranges = None
-    else:
-        index, ranges = _chunk_index(seqlens, C, q.device)
-
-        def chunked(x: torch.Tensor) -> torch.Tensor:
-            # padding positions point at an appended zero row: they change nothing
-            x = torch.cat((x, x.new_zeros(x[:, :, :1].shape)), dim=2).index_select(2, index)
-            return x.unflatten(2, (-1, C))
-
-    qc, kc, vc, ec = (chunked(x) for x in xs)
-    gc, bc, gmc = (chunked(x) for x in ss)
+    layout = chunk_layout(T, C, seqlens, q.device)
+    ranges = layout.ranges
+    qc, kc, vc, ec = (layout.chunked(x) for x in xs)
+    gc, bc, gmc = (layout.chunked(x) for x in ss)
     gc = gc.cumsum(-1)
     W, U, Qg, Aqk, Kd, dec = fns.intra(qc, kc, vc, ec, gc, bc, gmc, solver)
 
@@ -173,7 +182,8 @@ def chunk_eda_torch(
                 outs.append(o_c)
             finals.append(S)
         o_pad = torch.stack(outs, dim=2).flatten(2, 3)            # [1, H, NCtot*C, V]
-        keep = index < T
+        assert layout.index is not None
+        keep = layout.index < T
         o = o_pad[:, :, keep]
         final = torch.cat(finals, dim=0)
     o = o.transpose(1, 2)

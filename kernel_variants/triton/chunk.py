@@ -26,6 +26,7 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 from eda_tune.inputs import l2norm
+from kernel_variants.torch_chunk.chunk import chunk_layout
 from kernel_variants.torch_chunk.chunk import intra as torch_intra
 from kernel_variants.triton.chunk_bwd import eda_bwd_h_kernel, eda_bwd_intra_kernel
 from kernel_variants.triton.chunk_fwd import eda_fwd_h_kernel, eda_fwd_o_kernel, eda_fwd_wu_kernel
@@ -180,29 +181,6 @@ def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
     return o, ht
 
 
-def _chunked_views(T: int, C: int, seqlens: tuple[int, ...] | None, device: torch.device):
-    """A function mapping [B, H, T, ...] to the chunk layout [B, H, NC, C, ...] (zero padding)."""
-    if seqlens is None:
-        NC = -(-T // C)
-        pad = NC * C - T
-
-        def chunked(x: torch.Tensor) -> torch.Tensor:
-            if pad:
-                x = torch.nn.functional.pad(x, (0, 0, 0, pad) if x.dim() == 4 else (0, pad))
-            return x.unflatten(2, (NC, C))
-        return chunked
-    idx = []
-    for bos, eos in zip(seqlens[:-1], seqlens[1:]):
-        pos = torch.arange(bos, bos + -(-(eos - bos) // C) * C)
-        idx.append(torch.where(pos < eos, pos, torch.full_like(pos, T)))
-    index = torch.cat(idx).to(device)
-
-    def chunked_varlen(x: torch.Tensor) -> torch.Tensor:
-        x = torch.cat((x, x.new_zeros(x[:, :, :1].shape)), dim=2).index_select(2, index)
-        return x.unflatten(2, (-1, C))
-    return chunked_varlen
-
-
 def chunk_eda_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
                   g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, scale: float,
                   h0: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
@@ -220,7 +198,7 @@ def chunk_eda_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
     ci, co, NCT = _index(T, seqlens, BT, q.device)
     varlen = seqlens is not None
     f32 = torch.float32
-    chunked = _chunked_views(T, BT, seqlens, q.device)
+    chunked = chunk_layout(T, BT, seqlens, q.device).chunked
     leaves = [x.detach().to(f32).requires_grad_() for x in (q, k, v, e, beta, gamma)]
     g_leaf = g.detach().to(f32).requires_grad_() if g is not None else None
     with torch.enable_grad():
