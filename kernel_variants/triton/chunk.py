@@ -14,6 +14,7 @@ Backward (``bwd_intra``):
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from kernel_variants.torch_chunk.chunk import chunk_layout
 from kernel_variants.torch_chunk.chunk import intra as torch_intra
 from kernel_variants.triton.chunk_bwd import eda_bwd_h_kernel, eda_bwd_intra_kernel
 from kernel_variants.triton.chunk_fwd import eda_fwd_h_kernel, eda_fwd_o_kernel, eda_fwd_wu_kernel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,22 @@ def _with_fallback(launch: Callable[[int, int], None], BV: int, num_stages: int)
     for bv, ns in dict.fromkeys(tries):
         try:
             launch(bv, ns)
-            return
         except OutOfResources as err:
             last = err
+            continue
+        if (bv, ns) != (BV, num_stages):
+            # not silent: the config asked for is not what ran (the tuner's log shows this)
+            key = (getattr(launch, "__qualname__", "kernel"), BV, num_stages)
+            if key not in _WARNED:
+                _WARNED.add(key)
+                log.warning("%s: BV=%d, num_stages=%d needs more shared memory than this device has; "
+                            "ran with BV=%d, num_stages=%d", key[0], BV, num_stages, bv, ns)
+        return
     assert last is not None
     raise last
+
+
+_WARNED: set[tuple[str, int, int]] = set()
 
 
 def _dot_dtype(dtype: torch.dtype) -> tl.dtype:
