@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
     default_device = "cuda" if torch.cuda.is_available() else "cpu"
-    e = sub.add_parser("efficiency", help="grid once, then samplers replayed: trials to within 3%")
+    e = sub.add_parser("efficiency", help="grid once, then samplers replayed: trials to within 3%%")
     e.add_argument("--backend", required=True)
     e.add_argument("--shape", default=None, help="standard shape name (default S1; tiny on a CPU)")
     e.add_argument("--fix", default=None, help="pin tunables: NAME=VALUE,...")
