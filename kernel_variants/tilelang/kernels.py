@@ -1,6 +1,6 @@
 """EDA's chunked forward written in TileLang: two kernel generators and their shared-memory estimate.
 
-Math: ``shared/docs/EDA_MATH.md`` ("Chunked form"). Each kernel generator takes the problem
+Math: ``docs/EDA_MATH.md`` ("Chunked form"). Each kernel generator takes the problem
 (:class:`KernelProblem`: padded K/V, storage dtype, scale, flags) and the tunables
 (:class:`Tunables`: BT, BK, BV, threads, num_stages) as two separate groups, asserts the
 constraints between them and returns a ``@T.prim_func``. ``style`` switches between
