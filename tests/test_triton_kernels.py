@@ -148,3 +148,57 @@ def test_gpu_fp32_ieee_varlen_k256() -> None:
     # did not compile in reasonable time with ieee dots on H200)
     _check(problem, TritonParams(BT=16, BV=32, precision="ieee", bwd_intra="torch"), seed=6, grads=True,
            tol=1e-4)
+
+
+# bwd_intra=triton2: the two-block intra-chunk backward (chunk_bwd.eda_bwd_intra2_kernel)
+TRITON2_CASES = {
+    # odd T, K != V (two V tiles), gate, initial and final state
+    "odd-T-KneV-bt16": (Problem(B=2, T=37, H=2, K=16, V=24, dtype="float32", initial_state=True,
+                                final_state=True, training=True, device=DEVICE),
+                        TritonParams(BT=16, BK=16, BV=16, bwd_intra="triton2")),
+    "odd-T-KneV-bt32": (Problem(B=1, T=45, H=2, K=32, V=16, dtype="float32", initial_state=True,
+                                final_state=True, training=True, device=DEVICE),
+                        TritonParams(BT=32, BK=16, BV=16, bwd_intra="triton2")),
+    "nogate-varlen-l2norm": (Problem(B=1, T=41, H=2, K=16, V=16, dtype="float32", gate=False,
+                                     num_seqs=3, l2norm=True, initial_state=True, final_state=True,
+                                     training=True, device=DEVICE),
+                             TritonParams(BT=16, BK=16, BV=16, bwd_intra="triton2")),
+    "varlen-bt32": (Problem(B=1, T=75, H=1, K=16, V=32, dtype="float32", num_seqs=3,
+                            initial_state=True, final_state=True, training=True, device=DEVICE),
+                    TritonParams(BT=32, BK=16, BV=16, bwd_intra="triton2")),
+    "no-state-T1": (Problem(B=1, T=1, H=1, K=16, V=16, dtype="float32", training=True, device=DEVICE),
+                    TritonParams(BT=16, BK=16, BV=16, bwd_intra="triton2")),
+    # K = V = 64 with several K and V tiles, and with one tile covering V
+    "kv64-bv32": (Problem(B=1, T=40, H=2, K=64, V=64, dtype="float32", initial_state=True,
+                          final_state=True, training=True, device=DEVICE),
+                  TritonParams(BT=16, BK=32, BV=32, bwd_intra="triton2")),
+    "kv64-bv64": (Problem(B=1, T=40, H=2, K=64, V=64, dtype="float32", initial_state=True,
+                          final_state=True, training=True, device=DEVICE),
+                  TritonParams(BT=32, BK=64, BV=64, bwd_intra="triton2")),
+    "bf16": (Problem(B=1, T=33, H=2, K=32, V=32, dtype="bfloat16", initial_state=True,
+                     final_state=True, training=True, device=DEVICE),
+             TritonParams(BT=16, BK=32, BV=32, bwd_intra="triton2")),
+}
+
+
+@pytest.mark.parametrize("case", list(TRITON2_CASES))
+def test_backward_triton2(case: str) -> None:
+    """Every gradient of the two-block intra backward against autograd of the float64 reference
+    (eda_tune.checking.run_and_check: GRAD_TOL), and for float32 also at 1e-5."""
+    from eda_tune.checking import run_and_check
+
+    problem, params = TRITON2_CASES[case]
+
+    def fn(q, k, v, e, g, beta, gamma, initial_state, output_final_state, cu_seqlens,
+           use_qk_l2norm_in_kernel):
+        return chunk_eda_triton(q, k, v, e, g, beta, gamma, q.shape[-1] ** -0.5, initial_state,
+                                output_final_state, cu_seqlens, use_qk_l2norm_in_kernel, params)
+
+    res = run_and_check(fn, problem, seed=20, grads=True)
+    grads = [n for n in res.errors if n.startswith("d")]
+    assert {"dq", "dk", "dv", "de", "dbeta", "dgamma"} <= set(grads), res.errors
+    assert problem.gate == ("dg" in grads) and problem.initial_state == ("dinitial_state" in grads)
+    assert res.ok, f"{case}: {res.reason}"
+    if problem.dtype == "float32":
+        bad = {n: x for n, x in res.errors.items() if not x <= 1e-5}
+        assert not bad, f"{case}: errors over 1e-5: {bad}"

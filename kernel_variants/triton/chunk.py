@@ -7,6 +7,8 @@ Backward (``bwd_intra``):
 - ``triton`` (default): recompute W, U and the chunk states with the forward kernels, run the
   state recurrence backwards (``chunk_bwd.eda_bwd_h_kernel``), then the intra-chunk backward
   kernel (``chunk_bwd.eda_bwd_intra_kernel``) gives dq, dk, dv, de, dg, dbeta, dgamma.
+- ``triton2``: the same, with ``chunk_bwd.eda_bwd_intra2_kernel`` for the intra-chunk part (two
+  BT-row blocks and inverse by squaring of the diagonal blocks, as the forward W/U kernel).
 - ``torch``: the intra-chunk quantities (W, U, Qg, Aqk, Kd, chunk decay) are recomputed in
   PyTorch (batched over all chunks) with autograd; the recurrence's backward is the same Triton
   kernel; autograd of the recompute maps its gradients to the inputs'.
@@ -29,7 +31,7 @@ from triton.runtime.errors import OutOfResources
 from eda_tune.inputs import l2norm
 from kernel_variants.torch_chunk.chunk import chunk_layout
 from kernel_variants.torch_chunk.chunk import intra as torch_intra
-from kernel_variants.triton.chunk_bwd import eda_bwd_h_kernel, eda_bwd_intra_kernel
+from kernel_variants.triton.chunk_bwd import eda_bwd_h_kernel, eda_bwd_intra2_kernel, eda_bwd_intra_kernel
 from kernel_variants.triton.chunk_fwd import eda_fwd_h_kernel, eda_fwd_o_kernel, eda_fwd_wu_kernel
 
 log = logging.getLogger(__name__)
@@ -201,7 +203,7 @@ def chunk_eda_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
                   seqlens: tuple[int, ...] | None, do: torch.Tensor, dht: torch.Tensor | None,
                   p: TritonParams) -> tuple[torch.Tensor | None, ...]:
     """Gradients (dq, dk, dv, de, dg, dbeta, dgamma, dh0) given do [B, T, H, V] and dht."""
-    if p.bwd_intra == "triton":
+    if p.bwd_intra in ("triton", "triton2"):
         return chunk_eda_bwd_triton(q, k, v, e, g, beta, gamma, scale, h0, cu_seqlens, seqlens, do,
                                     dht, p)
     B, T, H, K = q.shape
@@ -357,11 +359,16 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
     dbeta, dgamma = torch.empty_like(beta), torch.empty_like(gamma)
     dg = torch.empty_like(g) if g is not None else None
 
+    two_block = p.bwd_intra == "triton2"
+    intra_kernel = eda_bwd_intra2_kernel if two_block else eda_bwd_intra_kernel
+    # the two-block kernel inverts BT x BT blocks, the other the whole 2BT x 2BT block
+    log2n = int(math.log2(BT if two_block else NR))
+
     def launch_intra(bv: int, ns: int) -> None:
-        eda_bwd_intra_kernel[(NCT, B * H)](
+        intra_kernel[(NCT, B * H)](
             q, k, e, v, g_, beta, gamma, dW, dU, dQg, dA, dKd, ddec,
             dq, dk, de, dv, dg if dg is not None else dummy, dbeta, dgamma, cu_seqlens, ci, scale,
-            T, NCT, H=H, K=K, V=V, BT=BT, BK=BK, BV=bv, LOG2N=int(math.log2(NR)), USE_G=use_g,
+            T, NCT, H=H, K=K, V=V, BT=BT, BK=BK, BV=bv, LOG2N=log2n, USE_G=use_g,
             IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=p.num_warps, num_stages=ns)
 
     _with_fallback(launch_intra, BV, p.num_stages)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernel_variants.triton.chunk_fwd import _chunk_coords, _load_kappa, _row_decay
+from kernel_variants.triton.chunk_fwd import _chunk_coords, _load_kappa, _row_decay, _unit_lower_inverse
 
 
 @triton.jit
@@ -292,3 +292,286 @@ def eda_bwd_intra_kernel(
         # g -> cumulative gc inside the chunk: dg_t = sum_{t' >= t} dgc_t'
         b_dg = tl.sum(b_dgc, axis=0) - tl.cumsum(b_dgc, axis=0) + b_dgc
         tl.store(dg + tokq * H + i_h, b_dg.to(dg.dtype.element_ty), mask=m_t)
+
+
+@triton.jit
+def eda_bwd_intra2_kernel(
+    q, k, e, v, g, beta, gamma, dw, du, dqg, daqk, dkd, ddec,
+    dq, dk, de, dv, dg, dbeta, dgamma, cu_seqlens, chunk_indices, scale, T, NCT,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, LOG2N: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr,
+    PREC: tl.constexpr, DT: tl.constexpr,
+):
+    """Same gradients as ``eda_bwd_intra_kernel`` (config ``bwd_intra: triton2``), with the
+    two-block structure of the forward W/U kernel: the 2BT rows are two halves of NH = BT rows,
+    Tm = [[R11, 0], [R21, R22]] (R11, R22 by repeated squaring, LOG2N = log2(BT);
+    R21 = -R22 A21 R11), and every 2BT x 2BT matrix is kept as its three (or, for Q kappa^T,
+    two) non-zero NH x NH blocks. With X = Tm^T dTm (dTm = dW (b e^G kappa)^T + dU (b nu)^T):
+        dA11 = -X11 R11^T, dA21 = -X21 R11^T, dA22 = -(X21 R21^T + X22 R22^T),
+        X11 = R11^T dR11 + R21^T dR21, X21 = R22^T dR21, X22 = R22^T dR22
+    (the upper block dR12 is never needed). Dots on the input tiles take ``DT`` operands
+    (16-bit for 16-bit inputs) with float32 accumulation; the solve stays in float32.
+    """
+    i_tg, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_t, bos, L = _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
+    sc = i_bh.to(tl.int64) * NCT + i_tg
+    NR: tl.constexpr = 2 * BT
+    NH: tl.constexpr = BT
+    HT: tl.constexpr = BT // 2
+    o_h = tl.arange(0, NH)
+    ev = (o_h % 2) == 0
+    t1 = i_t * BT + o_h // 2
+    t2 = t1 + HT
+    m1 = t1 < L
+    m2 = t2 < L
+    tok1 = bos + t1
+    tok2 = bos + t2
+    o_t = tl.arange(0, BT)
+    m_t = (i_t * BT + o_t) < L
+    tokq = bos + i_t * BT + o_t
+    b_b1 = tl.where(ev, tl.load(gamma + tok1 * H + i_h, mask=m1, other=0.),
+                    tl.load(beta + tok1 * H + i_h, mask=m1, other=0.)).to(tl.float32)
+    b_b2 = tl.where(ev, tl.load(gamma + tok2 * H + i_h, mask=m2, other=0.),
+                    tl.load(beta + tok2 * H + i_h, mask=m2, other=0.)).to(tl.float32)
+    m_A = o_h[:, None] > o_h[None, :]
+    # a token's query (token t) sees rows s <= 2t + 1
+    m_Q1 = o_h[None, :] <= 2 * o_t[:, None] + 1
+    m_Q2 = (NH + o_h)[None, :] <= 2 * o_t[:, None] + 1
+    if USE_G:
+        b_G1, b_gl1 = _row_decay(g, tok1, i_h, ev, m1, H)
+        b_G2, b_gl2 = _row_decay(g, tok2, i_h, ev, m2, H)
+        b_G2 = b_G2 + b_gl1
+        b_gl = b_gl1 + b_gl2
+        b_gq = tl.cumsum(tl.load(g + tokq * H + i_h, mask=m_t, other=0.).to(tl.float32), axis=0)
+        b_dGn = tl.load(ddec + sc) * tl.exp(b_gl)
+    else:
+        b_G1 = tl.zeros([NH], dtype=tl.float32)
+        b_G2 = tl.zeros([NH], dtype=tl.float32)
+        b_gl = tl.sum(tl.zeros([2], dtype=tl.float32), axis=0)
+        b_gq = tl.zeros([BT], dtype=tl.float32)
+        b_dGn = tl.sum(tl.zeros([2], dtype=tl.float32), axis=0)
+    b_eG1 = tl.exp(b_G1)
+    b_eG2 = tl.exp(b_G2)
+    b_bg1 = b_b1 * b_eG1
+    b_bg2 = b_b2 * b_eG2
+    p_r1 = (sc * NR + o_h)[:, None]
+    p_r2 = (sc * NR + NH + o_h)[:, None]
+
+    # pass 1: the blocks of kappa kappa^T, q kappa^T and dTm (dR12 is not needed)
+    b_KK11 = tl.zeros([NH, NH], dtype=tl.float32)
+    b_KK21 = tl.zeros([NH, NH], dtype=tl.float32)
+    b_KK22 = tl.zeros([NH, NH], dtype=tl.float32)
+    b_QK1 = tl.zeros([BT, NH], dtype=tl.float32)
+    b_QK2 = tl.zeros([BT, NH], dtype=tl.float32)
+    b_dR11 = tl.zeros([NH, NH], dtype=tl.float32)
+    b_dR21 = tl.zeros([NH, NH], dtype=tl.float32)
+    b_dR22 = tl.zeros([NH, NH], dtype=tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        b_k1 = _load_kappa(k, e, tok1, i_h, ev, m1, o_k, m_k, H, K).to(tl.float32)
+        b_k2 = _load_kappa(k, e, tok2, i_h, ev, m2, o_k, m_k, H, K).to(tl.float32)
+        b_q = tl.load(q + (tokq * H + i_h)[:, None] * K + o_k[None, :],
+                      mask=m_t[:, None] & m_k[None, :], other=0.).to(DT)
+        b_dw1 = tl.load(dw + p_r1 * K + o_k[None, :], mask=m_k[None, :], other=0.).to(DT)
+        b_dw2 = tl.load(dw + p_r2 * K + o_k[None, :], mask=m_k[None, :], other=0.).to(DT)
+        b_k1d = b_k1.to(DT)
+        b_k2d = b_k2.to(DT)
+        b_KK11 += tl.dot(b_k1d, tl.trans(b_k1d), input_precision=PREC)
+        b_KK21 += tl.dot(b_k2d, tl.trans(b_k1d), input_precision=PREC)
+        b_KK22 += tl.dot(b_k2d, tl.trans(b_k2d), input_precision=PREC)
+        b_QK1 += tl.dot(b_q, tl.trans(b_k1d), input_precision=PREC)
+        b_QK2 += tl.dot(b_q, tl.trans(b_k2d), input_precision=PREC)
+        b_bk1 = (b_k1 * b_bg1[:, None]).to(DT)
+        b_bk2 = (b_k2 * b_bg2[:, None]).to(DT)
+        b_dR11 += tl.dot(b_dw1, tl.trans(b_bk1), input_precision=PREC)
+        b_dR21 += tl.dot(b_dw2, tl.trans(b_bk1), input_precision=PREC)
+        b_dR22 += tl.dot(b_dw2, tl.trans(b_bk2), input_precision=PREC)
+    for i_v in range(tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        m_v = o_v < V
+        b_n1 = tl.load(v + (tok1 * H + i_h)[:, None] * V + o_v[None, :],
+                       mask=(m1 & (~ev))[:, None] & m_v[None, :], other=0.).to(tl.float32)
+        b_n2 = tl.load(v + (tok2 * H + i_h)[:, None] * V + o_v[None, :],
+                       mask=(m2 & (~ev))[:, None] & m_v[None, :], other=0.).to(tl.float32)
+        b_du1 = tl.load(du + p_r1 * V + o_v[None, :], mask=m_v[None, :], other=0.).to(DT)
+        b_du2 = tl.load(du + p_r2 * V + o_v[None, :], mask=m_v[None, :], other=0.).to(DT)
+        b_bn1 = (b_n1 * b_b1[:, None]).to(DT)
+        b_bn2 = (b_n2 * b_b2[:, None]).to(DT)
+        b_dR11 += tl.dot(b_du1, tl.trans(b_bn1), input_precision=PREC)
+        b_dR21 += tl.dot(b_du2, tl.trans(b_bn1), input_precision=PREC)
+        b_dR22 += tl.dot(b_du2, tl.trans(b_bn2), input_precision=PREC)
+
+    # A (decayed, masked; An without the strengths) and its inverse by blocks
+    b_D11 = tl.exp(tl.where(m_A, b_G1[:, None] - b_G1[None, :], 0.))
+    b_D22 = tl.exp(tl.where(m_A, b_G2[:, None] - b_G2[None, :], 0.))
+    # every row of the second half comes after every row of the first: G2 - G1 <= 0
+    b_D21 = tl.exp(b_G2[:, None] - b_G1[None, :])
+    b_An11 = tl.where(m_A, b_KK11 * b_D11, 0.)
+    b_An22 = tl.where(m_A, b_KK22 * b_D22, 0.)
+    b_An21 = b_KK21 * b_D21
+    b_A11 = b_An11 * b_b1[:, None]
+    b_A21 = b_An21 * b_b2[:, None]
+    b_A22 = b_An22 * b_b2[:, None]
+    b_R11 = _unit_lower_inverse(b_A11, o_h, LOG2N, PREC)
+    b_R22 = _unit_lower_inverse(b_A22, o_h, LOG2N, PREC)
+    b_R21 = -tl.dot(tl.dot(b_R22, b_A21, input_precision=PREC), b_R11, input_precision=PREC)
+
+    # dA = -Tm^T dTm Tm^T on the strictly lower part
+    b_X21 = tl.dot(tl.trans(b_R22), b_dR21, input_precision=PREC)
+    b_X11 = (tl.dot(tl.trans(b_R11), b_dR11, input_precision=PREC)
+             + tl.dot(tl.trans(b_R21), b_dR21, input_precision=PREC))
+    b_X22 = tl.dot(tl.trans(b_R22), b_dR22, input_precision=PREC)
+    b_dA11 = tl.where(m_A, -tl.dot(b_X11, tl.trans(b_R11), input_precision=PREC), 0.)
+    b_dA21 = -tl.dot(b_X21, tl.trans(b_R11), input_precision=PREC)
+    b_dA22 = tl.where(m_A, -(tl.dot(b_X21, tl.trans(b_R21), input_precision=PREC)
+                             + tl.dot(b_X22, tl.trans(b_R22), input_precision=PREC)), 0.)
+    # row gradients: decay (dG, row r gets +, column s gets -) and strengths (db)
+    b_M11 = b_dA11 * b_A11
+    b_M21 = b_dA21 * b_A21
+    b_M22 = b_dA22 * b_A22
+    b_dG1 = tl.sum(b_M11, axis=1) - tl.sum(b_M11, axis=0) - tl.sum(b_M21, axis=0)
+    b_dG2 = tl.sum(b_M21, axis=1) + tl.sum(b_M22, axis=1) - tl.sum(b_M22, axis=0)
+    b_db1 = tl.sum(b_dA11 * b_An11, axis=1)
+    b_db2 = tl.sum(b_dA21 * b_An21, axis=1) + tl.sum(b_dA22 * b_An22, axis=1)
+    # gradient of kappa kappa^T (symmetrised on the diagonal blocks)
+    b_dKK11 = b_dA11 * b_b1[:, None] * b_D11
+    b_dKK21 = b_dA21 * b_b2[:, None] * b_D21
+    b_dKK22 = b_dA22 * b_b2[:, None] * b_D22
+    b_dKK11 = (b_dKK11 + tl.trans(b_dKK11)).to(DT)
+    b_dKK22 = (b_dKK22 + tl.trans(b_dKK22)).to(DT)
+    b_dKK12 = tl.trans(b_dKK21).to(DT)
+    b_dKK21 = b_dKK21.to(DT)
+
+    # the output's q kappa^T term
+    b_Dq1 = tl.exp(tl.where(m_Q1, b_gq[:, None] - b_G1[None, :], 0.))
+    b_Dq2 = tl.exp(tl.where(m_Q2, b_gq[:, None] - b_G2[None, :], 0.))
+    p_da = daqk + (sc * BT + o_t)[:, None] * NR
+    b_dAq1 = tl.where(m_Q1, tl.load(p_da + o_h[None, :]), 0.)
+    b_dAq2 = tl.where(m_Q2, tl.load(p_da + NH + o_h[None, :]), 0.)
+    b_Pq1 = b_dAq1 * b_QK1 * scale * b_Dq1
+    b_Pq2 = b_dAq2 * b_QK2 * scale * b_Dq2
+    b_dgq = tl.sum(b_Pq1, axis=1) + tl.sum(b_Pq2, axis=1)
+    b_dG1 -= tl.sum(b_Pq1, axis=0)
+    b_dG2 -= tl.sum(b_Pq2, axis=0)
+    b_E1 = b_dAq1 * b_Dq1 * scale                         # gradient of q kappa^T (unscaled q)
+    b_E2 = b_dAq2 * b_Dq2 * scale
+    b_E1d = b_E1.to(DT)
+    b_E2d = b_E2.to(DT)
+    b_E1t = tl.trans(b_E1).to(DT)
+    b_E2t = tl.trans(b_E2).to(DT)
+    b_R11t = tl.trans(b_R11).to(DT)
+    b_R21t = tl.trans(b_R21).to(DT)
+    b_R22t = tl.trans(b_R22).to(DT)
+    b_ekd1 = tl.exp(b_gl - b_G1)
+    b_ekd2 = tl.exp(b_gl - b_G2)
+    b_egq = tl.exp(b_gq)
+    b_dbg1 = tl.zeros([NH], dtype=tl.float32)
+    b_dbg2 = tl.zeros([NH], dtype=tl.float32)
+
+    # pass 2: dk, de, dq per K tile
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        b_k1 = _load_kappa(k, e, tok1, i_h, ev, m1, o_k, m_k, H, K).to(tl.float32)
+        b_k2 = _load_kappa(k, e, tok2, i_h, ev, m2, o_k, m_k, H, K).to(tl.float32)
+        b_q = tl.load(q + (tokq * H + i_h)[:, None] * K + o_k[None, :],
+                      mask=m_t[:, None] & m_k[None, :], other=0.).to(tl.float32)
+        b_dw1 = tl.load(dw + p_r1 * K + o_k[None, :], mask=m_k[None, :], other=0.).to(DT)
+        b_dw2 = tl.load(dw + p_r2 * K + o_k[None, :], mask=m_k[None, :], other=0.).to(DT)
+        b_k1d = b_k1.to(DT)
+        b_k2d = b_k2.to(DT)
+        b_qd = b_q.to(DT)
+        b_dbk1 = (tl.dot(b_R11t, b_dw1, input_precision=PREC)
+                  + tl.dot(b_R21t, b_dw2, input_precision=PREC))
+        b_dbk2 = tl.dot(b_R22t, b_dw2, input_precision=PREC)
+        b_dbg1 += tl.sum(b_dbk1 * b_k1, axis=1)
+        b_dbg2 += tl.sum(b_dbk2 * b_k2, axis=1)
+        b_dk1 = b_dbk1 * b_bg1[:, None]
+        b_dk2 = b_dbk2 * b_bg2[:, None]
+        b_dk1 += tl.dot(b_dKK11, b_k1d, input_precision=PREC)
+        b_dk1 += tl.dot(b_dKK12, b_k2d, input_precision=PREC)
+        b_dk2 += tl.dot(b_dKK21, b_k1d, input_precision=PREC)
+        b_dk2 += tl.dot(b_dKK22, b_k2d, input_precision=PREC)
+        b_dk1 += tl.dot(b_E1t, b_qd, input_precision=PREC)
+        b_dk2 += tl.dot(b_E2t, b_qd, input_precision=PREC)
+        b_dq = tl.dot(b_E1d, b_k1d, input_precision=PREC) + tl.dot(b_E2d, b_k2d, input_precision=PREC)
+        b_dqg = tl.load(dqg + (sc * BT + o_t)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.)
+        b_dq += b_dqg * (scale * b_egq)[:, None]
+        b_dgq += tl.sum(b_dqg * b_q, axis=1) * scale * b_egq
+        b_dkd1 = tl.load(dkd + p_r1 * K + o_k[None, :], mask=m_k[None, :], other=0.)
+        b_dkd2 = tl.load(dkd + p_r2 * K + o_k[None, :], mask=m_k[None, :], other=0.)
+        b_dk1 += b_dkd1 * b_ekd1[:, None]
+        b_dk2 += b_dkd2 * b_ekd2[:, None]
+        b_c1 = tl.sum(b_dkd1 * b_k1, axis=1) * b_ekd1
+        b_c2 = tl.sum(b_dkd2 * b_k2, axis=1) * b_ekd2
+        b_dGn += tl.sum(b_c1, axis=0) + tl.sum(b_c2, axis=0)
+        b_dG1 -= b_c1
+        b_dG2 -= b_c2
+        tl.store(dq + (tokq * H + i_h)[:, None] * K + o_k[None, :], b_dq.to(dq.dtype.element_ty),
+                 mask=m_t[:, None] & m_k[None, :])
+        p_k1 = (tok1 * H + i_h)[:, None] * K + o_k[None, :]
+        p_k2 = (tok2 * H + i_h)[:, None] * K + o_k[None, :]
+        tl.store(de + p_k1, b_dk1.to(de.dtype.element_ty), mask=(m1 & ev)[:, None] & m_k[None, :])
+        tl.store(dk + p_k1, b_dk1.to(dk.dtype.element_ty), mask=(m1 & (~ev))[:, None] & m_k[None, :])
+        tl.store(de + p_k2, b_dk2.to(de.dtype.element_ty), mask=(m2 & ev)[:, None] & m_k[None, :])
+        tl.store(dk + p_k2, b_dk2.to(dk.dtype.element_ty), mask=(m2 & (~ev))[:, None] & m_k[None, :])
+    b_db1 += b_dbg1 * b_eG1
+    b_db2 += b_dbg2 * b_eG2
+    b_dG1 += b_dbg1 * b_bg1
+    b_dG2 += b_dbg2 * b_bg2
+
+    # pass 3: dv per V tile
+    for i_v in range(tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        m_v = o_v < V
+        p_v1 = (tok1 * H + i_h)[:, None] * V + o_v[None, :]
+        p_v2 = (tok2 * H + i_h)[:, None] * V + o_v[None, :]
+        b_n1 = tl.load(v + p_v1, mask=(m1 & (~ev))[:, None] & m_v[None, :], other=0.).to(tl.float32)
+        b_n2 = tl.load(v + p_v2, mask=(m2 & (~ev))[:, None] & m_v[None, :], other=0.).to(tl.float32)
+        b_du1 = tl.load(du + p_r1 * V + o_v[None, :], mask=m_v[None, :], other=0.).to(DT)
+        b_du2 = tl.load(du + p_r2 * V + o_v[None, :], mask=m_v[None, :], other=0.).to(DT)
+        b_dn1 = (tl.dot(b_R11t, b_du1, input_precision=PREC)
+                 + tl.dot(b_R21t, b_du2, input_precision=PREC))
+        b_dn2 = tl.dot(b_R22t, b_du2, input_precision=PREC)
+        b_db1 += tl.sum(b_dn1 * b_n1, axis=1)
+        b_db2 += tl.sum(b_dn2 * b_n2, axis=1)
+        tl.store(dv + p_v1, (b_dn1 * b_b1[:, None]).to(dv.dtype.element_ty),
+                 mask=(m1 & (~ev))[:, None] & m_v[None, :])
+        tl.store(dv + p_v2, (b_dn2 * b_b2[:, None]).to(dv.dtype.element_ty),
+                 mask=(m2 & (~ev))[:, None] & m_v[None, :])
+
+    # rows -> tokens: half 1 holds tokens 0..BT/2-1 of the chunk, half 2 the others;
+    # (erase, write) rows of a token are consecutive
+    o_2 = tl.arange(0, 2)
+    o_s = tl.arange(0, HT)
+    ts1 = i_t * BT + o_s
+    ts2 = ts1 + HT
+    ms1 = ts1 < L
+    ms2 = ts2 < L
+    p_s1 = (bos + ts1) * H + i_h
+    p_s2 = (bos + ts2) * H + i_h
+    b_db1r = tl.reshape(b_db1, [HT, 2])
+    b_db2r = tl.reshape(b_db2, [HT, 2])
+    tl.store(dgamma + p_s1, tl.sum(tl.where(o_2[None, :] == 0, b_db1r, 0.), axis=1)
+             .to(dgamma.dtype.element_ty), mask=ms1)
+    tl.store(dbeta + p_s1, tl.sum(tl.where(o_2[None, :] == 1, b_db1r, 0.), axis=1)
+             .to(dbeta.dtype.element_ty), mask=ms1)
+    tl.store(dgamma + p_s2, tl.sum(tl.where(o_2[None, :] == 0, b_db2r, 0.), axis=1)
+             .to(dgamma.dtype.element_ty), mask=ms2)
+    tl.store(dbeta + p_s2, tl.sum(tl.where(o_2[None, :] == 1, b_db2r, 0.), axis=1)
+             .to(dbeta.dtype.element_ty), mask=ms2)
+    if USE_G:
+        # the queries' part (over all BT tokens) split into the two halves
+        b_dgq1 = tl.sum(tl.where(o_t[None, :] == o_s[:, None], b_dgq[None, :], 0.), axis=1)
+        b_dgq2 = tl.sum(tl.where(o_t[None, :] == (o_s + HT)[:, None], b_dgq[None, :], 0.), axis=1)
+        b_dgc1 = tl.sum(tl.reshape(b_dG1, [HT, 2]), axis=1) + b_dgq1
+        b_dgc2 = tl.sum(tl.reshape(b_dG2, [HT, 2]), axis=1) + b_dgq2
+        b_dgc2 += tl.where(o_s == HT - 1, b_dGn, 0.)
+        # g -> cumulative gc inside the chunk: dg_t = sum_{t' >= t} dgc_t'
+        b_s2 = tl.sum(b_dgc2, axis=0)
+        b_dg2 = b_s2 - tl.cumsum(b_dgc2, axis=0) + b_dgc2
+        b_dg1 = tl.sum(b_dgc1, axis=0) - tl.cumsum(b_dgc1, axis=0) + b_dgc1 + b_s2
+        tl.store(dg + p_s1, b_dg1.to(dg.dtype.element_ty), mask=ms1)
+        tl.store(dg + p_s2, b_dg2.to(dg.dtype.element_ty), mask=ms2)
