@@ -132,8 +132,10 @@ def test_tune_resume_redoes_no_finished_trial(tmp_path: Path) -> None:
     else:  # the default was the best trial
         assert torch_res.config == best.user_attrs["config"] == first[0].user_attrs["config"]
         assert torch_res.time_ms == pytest.approx(best.value)
+    written = out.read_text()
     assert cli.main([*argv, "--trials", "5"]) == 0  # nothing left to do: no new trial
     assert len(_study(storage, "torch").trials) == len(trials)
+    assert out.read_text() == written  # nor a re-measurement that rewrites the results
 
 
 def test_failures_are_recorded_and_the_study_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

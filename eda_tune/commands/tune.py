@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from eda_tune.backends import available_backends, get_backend
     from eda_tune.errors import EdaInputError
     from eda_tune.hardware import detect, software_versions
+    from eda_tune.problem import ShapeClass
     from eda_tune.search import tuner
     from eda_tune.shapes import builtin_shapes, load_shapes
 
@@ -101,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
     info = detect(device, with_driver=True)
     out_path = (Path(args.results.replace("{slug}", info.slug)) if args.results
                 else results_mod.user_results_dir() / f"{info.slug}.yaml")
-    if out_path.exists():
-        results_mod.load(out_path)  # a malformed file is reported before any trial runs
+    # a malformed file is reported before any trial runs
+    previous_results = results_mod.load(out_path) if out_path.exists() else None
     storage = tuner.make_storage(args.storage)
     err = Console(stderr=True, soft_wrap=True)
     err.print(f"eda-tune tune: {info.name} ({info.slug}), {len(jobs)} studies, {opts.trials} trials each, "
@@ -149,13 +150,21 @@ def run(args: argparse.Namespace) -> int:
                         err.print(f"  {label}: {done}/{total} trials, best {shown}")
 
                 try:
+                    entry = (previous_results.entries.get(ShapeClass.of(job.problem).key)
+                             if previous_results is not None else None)
                     outcome = tuner.run_study(storage, info.slug, job.backend, job.problem, job.shape,
-                                              study_opts, runner, progress=update)
+                                              study_opts, runner, progress=update,
+                                              recorded=entry is not None and job.backend.name in entry.backends)
                 except tuner.StudyMismatch as mismatch:  # this class was tuned on another problem
                     err.print(f"  skipped {job.shape} {job.backend.name}: {mismatch}")
                     progress.remove_task(task)
                     continue
-                tuner.record(out_path, info.to_dict(), software, outcome)
+                if outcome.unchanged and entry is not None:  # report what the file holds
+                    kept = entry.backends[job.backend.name]
+                    outcome.best_config, outcome.best_time_ms = kept.config, kept.time_ms
+                    outcome.default_time_ms = kept.default_time_ms
+                else:
+                    tuner.record(out_path, info.to_dict(), software, outcome)
                 outcomes.append(outcome)
                 if not err.is_terminal:
                     best = "-" if outcome.best_time_ms is None else f"{outcome.best_time_ms:.4g} ms"

@@ -165,6 +165,7 @@ class StudyOutcome:
     ran: int
     reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    unchanged: bool = False  # nothing new since the results file recorded this study
 
     def backend_result(self) -> results_mod.BackendResult:
         extra: dict[str, Any] = {"pruned": self.pruned, "study": self.study_name,
@@ -197,11 +198,13 @@ ProgressFn = Callable[[int, int, float | None], None]
 
 def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape: str, opts: TuneOptions,
               runner: Runner, progress: ProgressFn | None = None, space: SearchSpace | None = None,
-              name: str | None = None) -> StudyOutcome:
+              name: str | None = None, recorded: bool = False) -> StudyOutcome:
     """Run (or continue) the study of (slug, backend, class of ``problem``) up to ``opts.trials``.
 
     ``space`` narrows the backend's search space (a subset: every config must still satisfy the
-    backend's own constraints); ``name`` overrides the study name (benchmarks)."""
+    backend's own constraints); ``name`` overrides the study name (benchmarks). ``recorded``: the
+    results file already holds this study's outcome, so a run that adds no trial re-measures
+    nothing (its outcome has ``unchanged`` set and need not be recorded again)."""
     space = space or backend.search_space
     extra = backend.constraint_vars(problem)
     cls = ShapeClass.of(problem)
@@ -315,7 +318,9 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
         if progress:
             progress(done, opts.trials, best)
     outcome = _outcome(study, name, backend, cls, problem, shape, default_cfg, ran, opts)
-    if opts.remeasure:
+    if recorded and ran == 0:
+        outcome.unchanged = True
+    elif opts.remeasure:
         _remeasure(outcome, backend, problem, default_cfg, opts, runner)
     return outcome
 
