@@ -12,6 +12,17 @@ from eda_tune.errors import EdaInputError
 from eda_tune.shapes import NamedShape
 
 
+def add_selection_arguments(p: Any, shapes_default: str, out_default: str, out_files: str) -> None:
+    """The arguments ``check`` and ``bench`` share: which backends, which shapes, where to write."""
+    p.add_argument("--backends", default=None,
+                   help="comma-separated backends/baselines (default: every available one, and "
+                        "fla_gdp, fla_gdr when fla imports)")
+    p.add_argument("--shapes", default=None,
+                   help=f"shapes YAML file or built-in set name (default: {shapes_default})")
+    p.add_argument("--only", default=None, help="comma-separated shape names of the set to run (S1,S3)")
+    p.add_argument("--out", default=out_default, help=f"folder for {out_files}")
+
+
 def parse_names(text: str | None, flag: str = "--backends") -> list[str] | None:
     """``"a,b"`` -> ["a", "b"]; None or "" or "all" -> None (everything)."""
     if text is None or text.strip() in ("", "all"):

@@ -247,13 +247,18 @@ def check_target(target: Target, problem: Problem, refs: References, seed: int =
     return dict(refs.checked[key])
 
 
-def _check_target(target: Target, problem: Problem, refs: References, seed: int) -> dict[str, Any]:
-    row: dict[str, Any] = {"status": "skip", "errors": {}, "tolerances": {}, "reason": "", "config": None}
+def _skip_reason(target: Target, problem: Problem) -> str:
+    """Why ``target`` cannot run ``problem`` ("" if it can)."""
     ok, why = target.supports(problem)
     if ok and problem.training and not target.supports_backward:
-        ok, why = False, "forward only"
-    if not ok:
-        row["reason"] = why
+        return "forward only"
+    return "" if ok else (why or "not supported")
+
+
+def _check_target(target: Target, problem: Problem, refs: References, seed: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"status": "skip", "errors": {}, "tolerances": {}, "reason": "", "config": None}
+    row["reason"] = _skip_reason(target, problem)
+    if row["reason"]:
         return row
     t0 = time.perf_counter()
     grads = problem.training
@@ -400,11 +405,8 @@ def bench_target(target: Target, problem: Problem, refs: References, opts: Bench
     """Check ``target`` at ``problem`` (forward at full size; with backward, gradients at
     :func:`check_problem` size), then time it. Returns a row; never raises."""
     row: dict[str, Any] = {"status": "skip", "reason": "", "config": None, "check": None}
-    ok, why = target.supports(problem)
-    if ok and problem.training and not target.supports_backward:
-        ok, why = False, "forward only"
-    if not ok:
-        row["reason"] = why
+    row["reason"] = _skip_reason(target, problem)
+    if row["reason"]:
         return row
     device = problem.device
     t0 = time.perf_counter()

@@ -13,13 +13,9 @@ HELP = "time backends and fla baselines on the standard shapes; write bench.json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backends", default=None,
-                   help="comma-separated backends/baselines (default: every available one, and fla_gdp, "
-                        "fla_gdr when fla imports)")
-    p.add_argument("--shapes", default=None,
-                   help="shapes YAML file or built-in set name (default: standard on CUDA, cpu on CPU)")
-    p.add_argument("--only", default=None, help="comma-separated shape names of the set to run (S1,S3)")
-    p.add_argument("--out", default="reports/bench", help="folder for bench.json, bench.md and bench.png")
+    from eda_tune.bench.cli_support import add_selection_arguments
+
+    add_selection_arguments(p, "standard on CUDA, cpu on CPU", "reports/bench", "bench.json, bench.md and bench.png")
     p.add_argument("--fwd-only", action="store_true", help="time the forward only")
     p.add_argument("--no-tuned", action="store_true",
                    help="skip the tuned configs (default: timed when results/<gpu>.yaml exists)")

@@ -11,14 +11,10 @@ HELP = "check every backend against the float64 reference (fwd and bwd); write c
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backends", default=None,
-                   help="comma-separated backends/baselines (default: every available one, and "
-                        "fla_gdp, fla_gdr when fla imports)")
-    p.add_argument("--shapes", default=None,
-                   help="shapes YAML file or built-in set name (default: check_cpu on CPU, check_gpu on CUDA: "
-                        "the standard shapes at reduced B and H)")
-    p.add_argument("--only", default=None, help="comma-separated shape names of the set to run")
-    p.add_argument("--out", default="reports/check", help="folder for check.json and check.md")
+    from eda_tune.bench.cli_support import add_selection_arguments
+
+    add_selection_arguments(p, "check_cpu on CPU, check_gpu on CUDA: the standard shapes at reduced B and H",
+                            "reports/check", "check.json and check.md")
     p.add_argument("--fwd-only", action="store_true", help="skip the gradient checks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when present")
