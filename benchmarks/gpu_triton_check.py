@@ -272,6 +272,11 @@ def main() -> None:
     guarded(check, "fp32-ieee-varlen", 1, 300, 2, 64, 64, f32, p=TritonParams(precision="ieee"),
             cu=[0, 7, 150, 151, 300])
 
+    report()
+
+
+def report() -> None:
+    """The table of the checks and timings so far (printed last)."""
     print("\n=== checks (rel err vs float64) ===")
     for c in RES["checks"]:
         gm = max(c.get("grads", {"-": 0.0}).values())

@@ -64,6 +64,9 @@ CONFIGS = [
     TritonParams(BT=32, BK=32, BV=16, fuse_o=True),
     TritonParams(BT=16, BK=32, BV=32, fuse_o=True, precision="ieee"),
     TritonParams(BT=64, BK=16, BV=32),
+    # Delta from the stored chunk inverse (W and U never stored), plain and with the fused output
+    TritonParams(BT=16, BK=16, BV=16, delta="tm"),
+    TritonParams(BT=32, BK=32, BV=16, fuse_o=True, delta="tm"),
 ]
 
 FWD_PROBLEMS = {
@@ -87,7 +90,7 @@ def test_forward_bf16() -> None:
     _check(problem, TritonParams(BT=16, BK=32, BV=32), seed=3, grads=False, tol=2e-2)
 
 
-@pytest.mark.parametrize("cfg", [0, 1, 3])
+@pytest.mark.parametrize("cfg", [0, 1, 3, 5])
 def test_backward_configs(cfg: int) -> None:
     problem = Problem(B=2, T=37, H=2, K=16, V=24, dtype="float32", initial_state=True, final_state=True,
                       training=True, device=DEVICE)

@@ -32,7 +32,7 @@ from eda_tune.inputs import l2norm
 from kernel_variants.torch_chunk.chunk import chunk_layout
 from kernel_variants.torch_chunk.chunk import intra as torch_intra
 from kernel_variants.triton.chunk_bwd import eda_bwd_h_kernel, eda_bwd_intra2_kernel, eda_bwd_intra_kernel
-from kernel_variants.triton.chunk_fwd import eda_fwd_h_kernel, eda_fwd_o_kernel, eda_fwd_wu_kernel
+from kernel_variants.triton.chunk_fwd import eda_fwd_h2_kernel, eda_fwd_h_kernel, eda_fwd_o_kernel, eda_fwd_wu_kernel
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class TritonParams:
     bwd_solver: str = "doubling"
     fuse_o: bool = False
     bwd_intra: str = "triton"
+    delta: str = "wu"
 
     @classmethod
     def from_config(cls, config: Any) -> TritonParams:
@@ -58,7 +59,7 @@ class TritonParams:
                    num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]),
                    warps_h=int(config["warps_h"]), precision=str(config["precision"]),
                    bwd_solver=str(config["bwd_solver"]), fuse_o=bool(config["fuse_o"]),
-                   bwd_intra=str(config["bwd_intra"]))
+                   bwd_intra=str(config["bwd_intra"]), delta=str(config.get("delta", "wu")))
 
 
 def _pad_k(K: int) -> int:
@@ -154,15 +155,22 @@ def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
     g_ = g if use_g else beta
     dummy = beta
 
-    w = torch.empty(B, H, NCT, NR, K, dtype=sdt, device=q.device)
-    u = torch.empty(B, H, NCT, NR, V, dtype=sdt, device=q.device)
+    use_tm = p.delta == "tm"
+    if use_tm:
+        # only the chunk inverse Tm goes through memory; the state kernel forms Delta from it
+        tm = torch.empty(B, H, NCT, NR, NR, dtype=sdt, device=q.device)
+        w = u = dummy
+    else:
+        tm = dummy
+        w = torch.empty(B, H, NCT, NR, K, dtype=sdt, device=q.device)
+        u = torch.empty(B, H, NCT, NR, V, dtype=sdt, device=q.device)
 
     def launch_wu(bv: int, ns: int) -> None:
         eda_fwd_wu_kernel[(NCT, B * H)](
-            k, e, v, g_, beta, gamma, w, u, cu_seqlens, ci, T, NCT,
+            k, e, v, g_, beta, gamma, w, u, tm, cu_seqlens, ci, T, NCT,
             H=H, K=K, V=V, BT=BT, BK=BK, BV=bv, LOG2N=int(math.log2(BT)), USE_G=use_g,
-            IS_VARLEN=varlen, PREC=p.precision, DT=_dot_dtype(q.dtype), num_warps=p.num_warps,
-            num_stages=ns)
+            IS_VARLEN=varlen, PREC=p.precision, DT=_dot_dtype(q.dtype), STORE_TM=use_tm,
+            num_warps=p.num_warps, num_stages=ns)
 
     _with_fallback(launch_wu, BV, p.num_stages)
     o = torch.empty_like(v)
@@ -175,13 +183,18 @@ def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
     ht = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
 
     def launch_h(bv: int, ns: int) -> None:
-        eda_fwd_h_kernel[(triton.cdiv(V, bv), N * H)](
-            q, k, e, g_, w, u, dummy, dummy, h, vn, h0 if h0 is not None else dummy,
-            ht if ht is not None else dummy, o, scale, cu_seqlens, co, T, NCT,
-            H=H, K=K, V=V, BT=BT, BK=_pad_k(K), BV=bv, USE_G=use_g, USE_KD=False, STORE_H=not fuse,
-            STORE_VN=not fuse, FUSE_O=fuse, USE_H0=h0 is not None, STORE_HT=ht is not None,
-            IS_VARLEN=varlen, PREC=p.precision, DT=_dot_dtype(q.dtype), num_warps=p.warps_h,
-            num_stages=ns)
+        common = dict(H=H, K=K, V=V, BT=BT, BK=_pad_k(K), BV=bv, USE_G=use_g, STORE_H=not fuse,
+                      STORE_VN=not fuse, FUSE_O=fuse, USE_H0=h0 is not None, STORE_HT=ht is not None,
+                      IS_VARLEN=varlen, PREC=p.precision, DT=_dot_dtype(q.dtype), num_warps=p.warps_h,
+                      num_stages=ns)
+        grid = (triton.cdiv(V, bv), N * H)
+        h0_, ht_ = h0 if h0 is not None else dummy, ht if ht is not None else dummy
+        if use_tm:
+            eda_fwd_h2_kernel[grid](q, k, e, v, g_, beta, gamma, tm, h, vn, h0_, ht_, o, scale,
+                                    cu_seqlens, co, T, NCT, **common)
+        else:
+            eda_fwd_h_kernel[grid](q, k, e, g_, w, u, dummy, dummy, h, vn, h0_, ht_, o, scale,
+                                   cu_seqlens, co, T, NCT, USE_KD=False, **common)
 
     _with_fallback(launch_h, BV, p.num_stages)
     if stages < 3 or fuse:
@@ -308,7 +321,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
 
     def launch_wu(bv: int, ns: int) -> None:
         eda_fwd_wu_kernel[(NCT, B * H)](
-            k, e, v, g_, beta, gamma, w, u, cu_seqlens, ci, T, NCT,
+            k, e, v, g_, beta, gamma, w, u, dummy, cu_seqlens, ci, T, NCT,
             H=H, K=K, V=V, BT=BT, BK=BK, BV=bv, LOG2N=int(math.log2(BT)), USE_G=use_g,
             IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=p.num_warps, num_stages=ns)
 

@@ -67,15 +67,19 @@ def _unit_lower_inverse(b_A, o_h, LOG2N: tl.constexpr, PREC: tl.constexpr):
 
 @triton.jit
 def eda_fwd_wu_kernel(
-    k, e, v, g, beta, gamma, w, u, cu_seqlens, chunk_indices, T, NCT,
+    k, e, v, g, beta, gamma, w, u, tm, cu_seqlens, chunk_indices, T, NCT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, LOG2N: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, DT: tl.constexpr,
+    PREC: tl.constexpr, DT: tl.constexpr, STORE_TM: tl.constexpr = False,
 ):
     """W and U of one chunk. The 2*BT rows are split in two halves of BT rows (BT/2 tokens):
     Tm = [[R11, 0], [R21, R22]] with R11, R22 the inverses of the diagonal blocks (repeated
     squaring on BT x BT, LOG2N = log2(BT)) and R21 = -R22 A21 R11: a quarter of the work of
-    squaring the whole 2BT x 2BT block."""
+    squaring the whole 2BT x 2BT block.
+
+    With STORE_TM only Tm is stored, to ``tm`` [.., 2BT, 2BT] with its rows and columns in the
+    erase-first order (the BT erase rows of the chunk's tokens, then the BT write rows), zeros
+    included; W and U are not stored: ``eda_fwd_h2_kernel`` forms Delta from Tm and the inputs."""
     i_tg, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_t, bos, L = _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
@@ -131,6 +135,17 @@ def eda_fwd_wu_kernel(
     b_R21 = b_R21.to(DT)
     b_R22 = b_R22.to(DT)
 
+    if STORE_TM:
+        # row r of half 1 is token r // 2 of the chunk, half 2 token BT/2 + r // 2; erase rows
+        # (r even) go to [0, BT), write rows to [BT, 2BT)
+        pi1 = (o_h % 2) * BT + o_h // 2
+        pi2 = pi1 + BT // 2
+        p_tm = tm + sc * NR * NR
+        tl.store(p_tm + pi1[:, None] * NR + pi1[None, :], b_R11.to(tm.dtype.element_ty))
+        tl.store(p_tm + pi2[:, None] * NR + pi1[None, :], b_R21.to(tm.dtype.element_ty))
+        tl.store(p_tm + pi2[:, None] * NR + pi2[None, :], b_R22.to(tm.dtype.element_ty))
+        tl.store(p_tm + pi1[:, None] * NR + pi2[None, :], tl.zeros([NH, NH], tm.dtype.element_ty))
+        return
     p_r1 = (sc * NR + o_h)[:, None]
     p_r2 = (sc * NR + NH + o_h)[:, None]
     for i_k in range(tl.cdiv(K, BK)):
@@ -244,6 +259,121 @@ def eda_fwd_h_kernel(
                 tl.store(o + (tokq * H + i_h)[:, None] * V + o_v[None, :],
                          (b_o * scale).to(o.dtype.element_ty), mask=m_t[:, None] & m_v[None, :])
         b_S = b_S * b_dec + tl.dot(tl.trans(b_kd.to(DT)), b_d.to(DT), input_precision=PREC)
+    if STORE_HT:
+        tl.store(ht + i_nh * K * V + p_kv, b_S, mask=m_kv)
+
+
+@triton.jit
+def eda_fwd_h2_kernel(
+    q, k, e, v, g, beta, gamma, tm, h, vn, h0, ht, o, scale, cu_seqlens, chunk_offsets, T, NCT,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, USE_G: tl.constexpr, STORE_H: tl.constexpr, STORE_VN: tl.constexpr,
+    FUSE_O: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr, IS_VARLEN: tl.constexpr,
+    PREC: tl.constexpr, DT: tl.constexpr,
+):
+    """The state recurrence on the chunk inverse (config ``delta: tm``): one (sequence, head,
+    V tile), S [K, BV] in registers. The chunk's rows are taken as two blocks of BT rows, the
+    erase rows (keys e) and the write rows (keys k), each a plain [BT, K] load; with Tm in that
+    order (``eda_fwd_wu_kernel`` STORE_TM):
+
+        X_E = -diag(gamma e^G) e S,   X_K = diag(beta) (v - diag(e^G) k S)
+        [Delta_E; Delta_K] = Tm [X_E; X_K]
+        S <- e^(G_n) S + (e e^(G_n - G))^T Delta_E + (k e^(G_n - G))^T Delta_K
+
+    Stores the state entering each chunk (``h``) and Delta in the interleaved row order of the
+    output kernel (``vn``), or with FUSE_O the output itself: O = (Q e^G) S + sum over the two
+    blocks of (Q kappa^T * e^(G_i - G_j) * [j <= i]) Delta."""
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
+        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int32)
+        sc0 = i_h.to(tl.int64) * NCT + tl.load(chunk_offsets + i_n).to(tl.int64)
+    else:
+        bos = i_n * T
+        eos = bos + T
+        sc0 = i_nh.to(tl.int64) * NCT
+    L = eos - bos
+    bos = bos.to(tl.int64)
+    NT = tl.cdiv(L, BT)
+    NR: tl.constexpr = 2 * BT
+    o_t = tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_v = o_v < V
+    m_kv = m_k[:, None] & m_v[None, :]
+    p_kv = o_k[:, None] * V + o_v[None, :]
+    m_c = o_t[None, :] <= o_t[:, None]
+
+    b_S = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_H0:
+        b_S += tl.load(h0 + i_nh * K * V + p_kv, mask=m_kv, other=0.).to(tl.float32)
+    for i_t in range(NT):
+        sc = sc0 + i_t
+        if STORE_H:
+            tl.store(h + sc * K * V + p_kv, b_S.to(h.dtype.element_ty), mask=m_kv)
+        m_t = (i_t * BT + o_t) < L
+        tok = bos + i_t * BT + o_t
+        p_tk = (tok * H + i_h)[:, None] * K + o_k[None, :]
+        m_tk = m_t[:, None] & m_k[None, :]
+        b_e = tl.load(e + p_tk, mask=m_tk, other=0.).to(DT)
+        b_k = tl.load(k + p_tk, mask=m_tk, other=0.).to(DT)
+        b_gam = tl.load(gamma + tok * H + i_h, mask=m_t, other=0.).to(tl.float32)
+        b_bet = tl.load(beta + tok * H + i_h, mask=m_t, other=0.).to(tl.float32)
+        b_nu = tl.load(v + (tok * H + i_h)[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :],
+                       other=0.).to(tl.float32)
+        p_tm = tm + sc * NR * NR + o_t[:, None] * NR + o_t[None, :]
+        b_tee = tl.load(p_tm).to(DT)
+        b_tek = tl.load(p_tm + BT).to(DT)
+        b_tke = tl.load(p_tm + BT * NR).to(DT)
+        b_tkk = tl.load(p_tm + BT * NR + BT).to(DT)
+        b_Sd = b_S.to(DT)
+        b_es = tl.dot(b_e, b_Sd, input_precision=PREC)
+        b_ks = tl.dot(b_k, b_Sd, input_precision=PREC)
+        if USE_G:
+            b_G = tl.cumsum(tl.load(g + tok * H + i_h, mask=m_t, other=0.).to(tl.float32), axis=0)
+            b_gl = tl.sum(tl.where(o_t == BT - 1, b_G, 0.), axis=0)
+            b_eG = tl.exp(b_G)
+            b_xe = -(b_gam * b_eG)[:, None] * b_es
+            b_xk = b_bet[:, None] * (b_nu - b_eG[:, None] * b_ks)
+        else:
+            b_xe = -b_gam[:, None] * b_es
+            b_xk = b_bet[:, None] * (b_nu - b_ks)
+        b_xe = b_xe.to(DT)
+        b_xk = b_xk.to(DT)
+        b_de = tl.dot(b_tee, b_xe, input_precision=PREC) + tl.dot(b_tek, b_xk, input_precision=PREC)
+        b_dk = tl.dot(b_tke, b_xe, input_precision=PREC) + tl.dot(b_tkk, b_xk, input_precision=PREC)
+        if STORE_VN:
+            p_vn = vn + (sc * NR + 2 * o_t)[:, None] * V + o_v[None, :]
+            tl.store(p_vn, b_de.to(vn.dtype.element_ty), mask=m_v[None, :])
+            tl.store(p_vn + V, b_dk.to(vn.dtype.element_ty), mask=m_v[None, :])
+        b_de = b_de.to(DT)
+        b_dk = b_dk.to(DT)
+        if FUSE_O:
+            b_q = tl.load(q + p_tk, mask=m_tk, other=0.).to(DT)
+            b_o = tl.dot(b_q, b_Sd, input_precision=PREC)
+            b_ae = tl.dot(b_q, tl.trans(b_e), input_precision=PREC)
+            b_ak = tl.dot(b_q, tl.trans(b_k), input_precision=PREC)
+            if USE_G:
+                b_o = b_o * b_eG[:, None]
+                b_dec = tl.exp(tl.where(m_c, b_G[:, None] - b_G[None, :], 0.))
+                b_ae = b_ae * b_dec
+                b_ak = b_ak * b_dec
+            b_ae = tl.where(m_c, b_ae, 0.).to(DT)
+            b_ak = tl.where(m_c, b_ak, 0.).to(DT)
+            b_o += tl.dot(b_ae, b_de, input_precision=PREC) + tl.dot(b_ak, b_dk, input_precision=PREC)
+            tl.store(o + (tok * H + i_h)[:, None] * V + o_v[None, :], (b_o * scale).to(o.dtype.element_ty),
+                     mask=m_t[:, None] & m_v[None, :])
+        if USE_G:
+            # rows past the sequence's end have G = G_n: their keys are zero anyway
+            b_r = tl.exp(b_gl - b_G)[:, None]
+            b_S = b_S * tl.exp(b_gl)
+            b_S += tl.dot(tl.trans((b_e * b_r).to(DT)), b_de, input_precision=PREC)
+            b_S += tl.dot(tl.trans((b_k * b_r).to(DT)), b_dk, input_precision=PREC)
+        else:
+            b_S += tl.dot(tl.trans(b_e), b_de, input_precision=PREC)
+            b_S += tl.dot(tl.trans(b_k), b_dk, input_precision=PREC)
     if STORE_HT:
         tl.store(ht + i_nh * K * V + p_kv, b_S, mask=m_kv)
 
