@@ -135,11 +135,13 @@ def test_supports_cpu_needs_interpreter(monkeypatch: pytest.MonkeyPatch) -> None
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("delta", ["wu", "tm"])
 @pytest.mark.parametrize("fuse_o", [False, True])
-def test_gpu_bf16_forward_backward(fuse_o: bool) -> None:
+def test_gpu_bf16_forward_backward(fuse_o: bool, delta: str) -> None:
     problem = Problem(B=2, T=300, H=4, K=128, V=128, dtype="bfloat16", initial_state=True,
                       final_state=True, training=True, device="cuda")
-    _check(problem, TritonParams(fuse_o=fuse_o), seed=5, grads=True, tol=2e-2)
+    _check(problem, TritonParams(fuse_o=fuse_o, delta=delta, BT=16 if delta == "tm" else 32), seed=5,
+           grads=True, tol=2e-2)
 
 
 @pytest.mark.gpu

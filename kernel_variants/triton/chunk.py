@@ -32,7 +32,13 @@ from eda_tune.inputs import l2norm
 from kernel_variants.torch_chunk.chunk import chunk_layout
 from kernel_variants.torch_chunk.chunk import intra as torch_intra
 from kernel_variants.triton.chunk_bwd import eda_bwd_h_kernel, eda_bwd_intra2_kernel, eda_bwd_intra_kernel
-from kernel_variants.triton.chunk_fwd import eda_fwd_h2_kernel, eda_fwd_h_kernel, eda_fwd_o_kernel, eda_fwd_wu_kernel
+from kernel_variants.triton.chunk_fwd import (
+    eda_fwd_h2_kernel,
+    eda_fwd_h_kernel,
+    eda_fwd_o_kernel,
+    eda_fwd_tm_kernel,
+    eda_fwd_wu_kernel,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,11 +172,17 @@ def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
         u = torch.empty(B, H, NCT, NR, V, dtype=sdt, device=q.device)
 
     def launch_wu(bv: int, ns: int) -> None:
+        if use_tm:
+            eda_fwd_tm_kernel[(NCT, B * H)](
+                k, e, g_, beta, gamma, tm, cu_seqlens, ci, T, NCT, H=H, K=K, BT=BT, BK=BK,
+                LOG2N=int(math.log2(NR)), USE_G=use_g, IS_VARLEN=varlen, PREC=p.precision,
+                num_warps=p.num_warps, num_stages=ns)
+            return
         eda_fwd_wu_kernel[(NCT, B * H)](
-            k, e, v, g_, beta, gamma, w, u, tm, cu_seqlens, ci, T, NCT,
+            k, e, v, g_, beta, gamma, w, u, cu_seqlens, ci, T, NCT,
             H=H, K=K, V=V, BT=BT, BK=BK, BV=bv, LOG2N=int(math.log2(BT)), USE_G=use_g,
-            IS_VARLEN=varlen, PREC=p.precision, DT=_dot_dtype(q.dtype), STORE_TM=use_tm,
-            num_warps=p.num_warps, num_stages=ns)
+            IS_VARLEN=varlen, PREC=p.precision, DT=_dot_dtype(q.dtype), num_warps=p.num_warps,
+            num_stages=ns)
 
     _with_fallback(launch_wu, BV, p.num_stages)
     o = torch.empty_like(v)
@@ -321,7 +333,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
 
     def launch_wu(bv: int, ns: int) -> None:
         eda_fwd_wu_kernel[(NCT, B * H)](
-            k, e, v, g_, beta, gamma, w, u, dummy, cu_seqlens, ci, T, NCT,
+            k, e, v, g_, beta, gamma, w, u, cu_seqlens, ci, T, NCT,
             H=H, K=K, V=V, BT=BT, BK=BK, BV=bv, LOG2N=int(math.log2(BT)), USE_G=use_g,
             IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=p.num_warps, num_stages=ns)
 

@@ -67,19 +67,15 @@ def _unit_lower_inverse(b_A, o_h, LOG2N: tl.constexpr, PREC: tl.constexpr):
 
 @triton.jit
 def eda_fwd_wu_kernel(
-    k, e, v, g, beta, gamma, w, u, tm, cu_seqlens, chunk_indices, T, NCT,
+    k, e, v, g, beta, gamma, w, u, cu_seqlens, chunk_indices, T, NCT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, LOG2N: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, DT: tl.constexpr, STORE_TM: tl.constexpr = False,
+    PREC: tl.constexpr, DT: tl.constexpr,
 ):
     """W and U of one chunk. The 2*BT rows are split in two halves of BT rows (BT/2 tokens):
     Tm = [[R11, 0], [R21, R22]] with R11, R22 the inverses of the diagonal blocks (repeated
     squaring on BT x BT, LOG2N = log2(BT)) and R21 = -R22 A21 R11: a quarter of the work of
-    squaring the whole 2BT x 2BT block.
-
-    With STORE_TM only Tm is stored, to ``tm`` [.., 2BT, 2BT] with its rows and columns in the
-    erase-first order (the BT erase rows of the chunk's tokens, then the BT write rows), zeros
-    included; W and U are not stored: ``eda_fwd_h2_kernel`` forms Delta from Tm and the inputs."""
+    squaring the whole 2BT x 2BT block."""
     i_tg, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_t, bos, L = _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
@@ -135,17 +131,6 @@ def eda_fwd_wu_kernel(
     b_R21 = b_R21.to(DT)
     b_R22 = b_R22.to(DT)
 
-    if STORE_TM:
-        # row r of half 1 is token r // 2 of the chunk, half 2 token BT/2 + r // 2; erase rows
-        # (r even) go to [0, BT), write rows to [BT, 2BT)
-        pi1 = (o_h % 2) * BT + o_h // 2
-        pi2 = pi1 + BT // 2
-        p_tm = tm + sc * NR * NR
-        tl.store(p_tm + pi1[:, None] * NR + pi1[None, :], b_R11.to(tm.dtype.element_ty))
-        tl.store(p_tm + pi2[:, None] * NR + pi1[None, :], b_R21.to(tm.dtype.element_ty))
-        tl.store(p_tm + pi2[:, None] * NR + pi2[None, :], b_R22.to(tm.dtype.element_ty))
-        tl.store(p_tm + pi1[:, None] * NR + pi2[None, :], tl.zeros([NH, NH], tm.dtype.element_ty))
-        return
     p_r1 = (sc * NR + o_h)[:, None]
     p_r2 = (sc * NR + NH + o_h)[:, None]
     for i_k in range(tl.cdiv(K, BK)):
@@ -264,6 +249,60 @@ def eda_fwd_h_kernel(
 
 
 @triton.jit
+def eda_fwd_tm_kernel(
+    k, e, g, beta, gamma, tm, cu_seqlens, chunk_indices, T, NCT,
+    H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, LOG2N: tl.constexpr,
+    USE_G: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+):
+    """The chunk inverse Tm = (I + A)^-1 in the erase-first row order (config ``delta: tm``).
+
+    Rows [0, BT) are the erase rows of the chunk's tokens (keys e, strength gamma), rows
+    [BT, 2BT) the write rows (keys k, strength beta). In that order A = diag(b)(kappa kappa^T *
+    e^(G_r - G_s)) restricted to pairs where row s comes before row r in the recurrence
+    (token t_s < t_r, or the same token's erase row before its write row) is no longer triangular
+    but still nilpotent, so (I + A)^-1 = prod_i (I + (-A)^(2^i)), LOG2N = log2(2BT) factors.
+    Tm [.., 2BT, 2BT] is stored whole (zeros included) with contiguous rows; the state kernel
+    ``eda_fwd_h2_kernel`` reads it in four BT x BT blocks."""
+    i_tg, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_t, bos, L = _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
+    sc = i_bh.to(tl.int64) * NCT + i_tg
+    NR: tl.constexpr = 2 * BT
+    o_r = tl.arange(0, NR)
+    wr = o_r >= BT                      # write rows
+    t_r = o_r % BT                      # token of the row inside the chunk
+    m_r = (i_t * BT + t_r) < L
+    tok = bos + i_t * BT + t_r
+    b_b = tl.where(wr, tl.load(beta + tok * H + i_h, mask=m_r, other=0.),
+                   tl.load(gamma + tok * H + i_h, mask=m_r, other=0.)).to(tl.float32)
+    b_A = tl.zeros([NR, NR], dtype=tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        p = (tok * H + i_h)[:, None] * K + o_k[None, :]
+        b_kap = (tl.load(e + p, mask=(m_r & (~wr))[:, None] & m_k[None, :], other=0.)
+                 + tl.load(k + p, mask=(m_r & wr)[:, None] & m_k[None, :], other=0.))
+        b_A += tl.dot(b_kap, tl.trans(b_kap), input_precision=PREC)
+    # row r after row s: position 2 t + (1 if write row) in the interleaved order
+    pos = 2 * t_r + wr.to(tl.int32)
+    m_A = pos[:, None] > pos[None, :]
+    if USE_G:
+        # g of the row's token in both halves: the cumsum over 2BT rows is G_t in the first half
+        # and G_t plus the chunk's total in the second
+        b_g = tl.load(g + tok * H + i_h, mask=m_r, other=0.).to(tl.float32)
+        b_G = tl.cumsum(b_g, axis=0)
+        b_G = b_G - tl.where(wr, tl.sum(tl.where(wr, 0., b_g), axis=0), 0.)
+        b_A = b_A * tl.exp(tl.where(m_A, b_G[:, None] - b_G[None, :], 0.))
+    b_A = tl.where(m_A, b_A * b_b[:, None], 0.)
+    b_P = -b_A
+    b_R = tl.where(o_r[:, None] == o_r[None, :], 1., 0.) + b_P
+    for _ in tl.static_range(LOG2N - 1):
+        b_P = tl.dot(b_P, b_P, input_precision=PREC)
+        b_R = b_R + tl.dot(b_R, b_P, input_precision=PREC)
+    tl.store(tm + (sc * NR + o_r)[:, None] * NR + o_r[None, :], b_R.to(tm.dtype.element_ty))
+
+
+@triton.jit
 def eda_fwd_h2_kernel(
     q, k, e, v, g, beta, gamma, tm, h, vn, h0, ht, o, scale, cu_seqlens, chunk_offsets, T, NCT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
@@ -274,7 +313,7 @@ def eda_fwd_h2_kernel(
     """The state recurrence on the chunk inverse (config ``delta: tm``): one (sequence, head,
     V tile), S [K, BV] in registers. The chunk's rows are taken as two blocks of BT rows, the
     erase rows (keys e) and the write rows (keys k), each a plain [BT, K] load; with Tm in that
-    order (``eda_fwd_wu_kernel`` STORE_TM):
+    order (``eda_fwd_tm_kernel``):
 
         X_E = -diag(gamma e^G) e S,   X_K = diag(beta) (v - diag(e^G) k S)
         [Delta_E; Delta_K] = Tm [X_E; X_K]
