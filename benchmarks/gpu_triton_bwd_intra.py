@@ -1,4 +1,5 @@
-"""Compare the intra-chunk backward variants (config ``bwd_intra``: triton, triton2) on a GPU.
+"""Compare the backward variants of the Triton backend on a GPU: the recurrence (config ``bwd_rec``:
+split, fused), the intra-chunk kernel (``bwd_intra``: triton, triton2), tiles and warps.
 
     OUT=$OUT python3 benchmarks/gpu_triton_bwd_intra.py
 
@@ -6,7 +7,8 @@ For each variant: every gradient against the float64 reference (bf16 and fp32 tf
 eda_tune.checking.run_and_check), then at S1 (B=8, T=4096, H=16, K=V=128, bf16) the time of
 forward+backward and of the backward's pieces (``chunk_eda_bwd_triton`` stages 2 and 3: intra =
 stage 3 - stage 2), for the default config and a few neighbours. Writes $OUT/bwd_intra.json after
-every step. Without CUDA (TRITON_INTERPRET=1) only the checks run, at smaller shapes.
+every step; stage 1 is the recompute, 2 - 1 the recurrence, 3 - 2 the intra-chunk part.
+Without CUDA (TRITON_INTERPRET=1) only the checks run, at smaller shapes.
 """
 
 from __future__ import annotations
@@ -72,14 +74,16 @@ def timing(p: TritonParams, tag: str) -> None:
         return do_bench(f, warmup=25, rep=100, return_mode="median", **kw)
     rec: dict[str, Any] = {"shape": "S1", "tag": tag, "config": p.__dict__, "fwdbwd_ms": bench(step, grad_to_none=xs)}
     a = [x.detach() for x in xs]
-    for s in (2, 3):
+    for s in (1, 2, 3):
         rec[f"bwd_ms_stages{s}"] = bench(lambda s=s: chunk_eda_bwd_triton(
             *a[:7], D ** -0.5, None, None, None, do, None, p, stages=s))
     rec["intra_ms"] = rec["bwd_ms_stages3"] - rec["bwd_ms_stages2"]
+    rec["recurrence_ms"] = rec["bwd_ms_stages2"] - rec["bwd_ms_stages1"]
     RES["timings"].append(rec)
     save()
-    print(f"[{time.time() - T0:6.1f}s] time {tag} {p.bwd_intra}: fwd+bwd {rec['fwdbwd_ms']:.3f} ms, bwd "
-          f"{rec['bwd_ms_stages3']:.3f} ms, intra {rec['intra_ms']:.3f} ms", flush=True)
+    print(f"[{time.time() - T0:6.1f}s] time {tag} {p.bwd_intra}/{p.bwd_rec}: fwd+bwd {rec['fwdbwd_ms']:.3f} ms, bwd "
+          f"{rec['bwd_ms_stages3']:.3f} ms (recompute {rec['bwd_ms_stages1']:.3f}, recurrence "
+          f"{rec['recurrence_ms']:.3f}, intra {rec['intra_ms']:.3f})", flush=True)
 
 
 def guarded(f, *a) -> None:
@@ -93,7 +97,6 @@ def guarded(f, *a) -> None:
 
 
 def main() -> None:
-    variants = ("triton", "triton2")
     T, D = (300, 128) if CUDA else (40, 32)
     checks = {
         "bf16": Problem(B=1, T=T, H=4, K=D, V=D, dtype="bfloat16", initial_state=True, final_state=True,
@@ -102,16 +105,16 @@ def main() -> None:
                                final_state=True, training=True, device=DEV),
     }
     base = TritonParams() if CUDA else TritonParams(BT=16, BK=32, BV=16)
-    for bi in variants:
-        for name, problem in checks.items():
-            guarded(check, name, problem, replace(base, bwd_intra=bi))
+    for name, problem in checks.items():
+        for kw in ({}, {"bwd_rec": "fused"}, {"bwd_intra": "triton2"}):
+            guarded(check, name, problem, replace(base, **kw))
     if not CUDA:
         return
-    # neighbours of the default: chunk length, one V tile covering V (no atomics), warps
-    for tag, kw in (("default", {}), ("BT16", {"BT": 16}), ("BT64", {"BT": 64}), ("BV128", {"BV": 128}),
-                    ("warps8", {"num_warps": 8})):
-        for bi in variants:
-            guarded(timing, replace(TritonParams(**kw), bwd_intra=bi), tag)
+    # the backward's pieces around the default (BT 16, bwd_rec split): recurrence variants, tiles, warps
+    for tag, kw in (("default", {}), ("fused", {"bwd_rec": "fused"}), ("BV32", {"BV": 32}),
+                    ("warps_h8", {"warps_h": 8}), ("BT32", {"BT": 32, "fuse_o": False}),
+                    ("warps_bwd8", {"warps_bwd": 8}), ("triton2", {"bwd_intra": "triton2"})):
+        guarded(timing, replace(TritonParams(), **kw), tag)
 
 
 if __name__ == "__main__":

@@ -60,13 +60,13 @@ def _check(problem: Problem, params: TritonParams, seed: int, grads: bool, tol: 
 
 
 CONFIGS = [
-    TritonParams(BT=16, BK=16, BV=16),
-    TritonParams(BT=32, BK=32, BV=16, fuse_o=True),
-    TritonParams(BT=16, BK=32, BV=32, fuse_o=True, precision="ieee"),
-    TritonParams(BT=64, BK=16, BV=32),
+    TritonParams(BT=16, BK=16, BV=16, delta="wu", fuse_o=False, num_warps=4),
+    TritonParams(BT=32, BK=32, BV=16, delta="wu", fuse_o=True, num_warps=4),
+    TritonParams(BT=16, BK=32, BV=32, delta="wu", fuse_o=True, precision="ieee", num_warps=4),
+    TritonParams(BT=64, BK=16, BV=32, delta="wu", fuse_o=False, num_warps=4, bwd_rec="fused"),
     # Delta from the stored chunk inverse (W and U never stored), plain and with the fused output
-    TritonParams(BT=16, BK=16, BV=16, delta="tm"),
-    TritonParams(BT=32, BK=32, BV=16, fuse_o=True, delta="tm"),
+    TritonParams(BT=16, BK=16, BV=16, delta="tm", fuse_o=False),
+    TritonParams(BT=32, BK=32, BV=16, fuse_o=True, delta="tm", warps_bwd=2),
 ]
 
 FWD_PROBLEMS = {

@@ -132,6 +132,9 @@ class SearchSpace:
     constraints: tuple[Constraint, ...]
     default_values: dict[str, Any]
     source: str = "<memory>"
+    # partial configs (completed with the default) that every study tries before sampling:
+    # what earlier measurements found good, so a short tuning run starts from them
+    seeds: tuple[dict[str, Any], ...] = ()
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
@@ -142,10 +145,10 @@ class SearchSpace:
         if not isinstance(data, Mapping):
             raise fail(f"expected a mapping with keys backend, parameters, constraints, default; "
                        f"got {type(data).__name__}")
-        unknown = set(data) - {"backend", "parameters", "constraints", "default", "description"}
+        unknown = set(data) - {"backend", "parameters", "constraints", "default", "description", "seeds"}
         if unknown:
             raise fail(f"unknown top-level keys {sorted(unknown)}; allowed: backend, parameters, "
-                       "constraints, default, description")
+                       "constraints, default, seeds, description")
         backend = data.get("backend")
         if not isinstance(backend, str) or not backend:
             raise fail(f"'backend' must be a non-empty string but got {backend!r}")
@@ -190,8 +193,22 @@ class SearchSpace:
             ok, why = params[name].contains(value)
             if not ok:
                 raise fail(f"default {name} {why}")
+        raw_seeds = data.get("seeds") or []
+        if not isinstance(raw_seeds, list):
+            raise fail(f"'seeds' must be a list of partial configs but got {type(raw_seeds).__name__}")
+        seeds = []
+        for i, seed in enumerate(raw_seeds):
+            if not isinstance(seed, Mapping) or not seed:
+                raise fail(f"seed #{i} must be a non-empty mapping of tunables to values but got {seed!r}")
+            for name, value in seed.items():
+                if name not in params:
+                    raise fail(f"seed #{i} names unknown tunable {name!r}; tunables: {sorted(params)}")
+                ok, why = params[name].contains(value)
+                if not ok:
+                    raise fail(f"seed #{i}: {name} {why}")
+            seeds.append(dict(seed))
         return cls(backend=backend, parameters=params, constraints=tuple(cons),
-                   default_values=dict(default), source=source)
+                   default_values=dict(default), source=source, seeds=tuple(seeds))
 
     @classmethod
     def load(cls, path: str | Path, extra_names: tuple[str, ...] = ()) -> SearchSpace:

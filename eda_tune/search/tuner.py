@@ -235,6 +235,16 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
     for t in trials:
         if _evaluated(t) and "config_key" in t.user_attrs:
             seen.setdefault(t.user_attrs["config_key"], t)
+    # the space's seeds (completed with the default) that fit this problem and were never run here,
+    # also in a study resumed from before the seeds existed
+    waiting = {t.user_attrs.get("config_key") for t in trials if t.state == TrialState.WAITING}
+    for seed in space.seeds:
+        cfg = Config.from_dict({**default_cfg.to_dict(), **seed})
+        if cfg.key in seen or cfg.key in waiting or cfg.key == default_cfg.key:
+            continue
+        if space.check(problem, cfg, extra)[0]:
+            study.enqueue_trial(params_of(space, cfg), user_attrs={"is_seed": True, "config_key": cfg.key})
+            waiting.add(cfg.key)
     done = sum(_evaluated(t) for t in trials)
     valid_keys: set[str] | None = None
     if space.is_finite() and space.grid_size() <= 100_000:

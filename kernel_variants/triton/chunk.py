@@ -31,7 +31,13 @@ from triton.runtime.errors import OutOfResources
 from eda_tune.inputs import l2norm
 from kernel_variants.torch_chunk.chunk import chunk_layout
 from kernel_variants.torch_chunk.chunk import intra as torch_intra
-from kernel_variants.triton.chunk_bwd import eda_bwd_h_kernel, eda_bwd_intra2_kernel, eda_bwd_intra_kernel
+from kernel_variants.triton.chunk_bwd import (
+    eda_bwd_dh_kernel,
+    eda_bwd_grad_kernel,
+    eda_bwd_h_kernel,
+    eda_bwd_intra2_kernel,
+    eda_bwd_intra_kernel,
+)
 from kernel_variants.triton.chunk_fwd import (
     eda_fwd_h2_kernel,
     eda_fwd_h_kernel,
@@ -47,17 +53,19 @@ log = logging.getLogger(__name__)
 class TritonParams:
     """The tunables of one build (search_spaces/triton.yaml)."""
 
-    BT: int = 32
+    BT: int = 16
     BK: int = 64
     BV: int = 64
-    num_warps: int = 4
+    num_warps: int = 2
     num_stages: int = 2
     warps_h: int = 4
     precision: str = "tf32"
     bwd_solver: str = "doubling"
-    fuse_o: bool = False
+    fuse_o: bool = True
     bwd_intra: str = "triton"
-    delta: str = "wu"
+    delta: str = "tm"
+    bwd_rec: str = "split"
+    warps_bwd: int = 4
 
     @classmethod
     def from_config(cls, config: Any) -> TritonParams:
@@ -65,7 +73,8 @@ class TritonParams:
                    num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]),
                    warps_h=int(config["warps_h"]), precision=str(config["precision"]),
                    bwd_solver=str(config["bwd_solver"]), fuse_o=bool(config["fuse_o"]),
-                   bwd_intra=str(config["bwd_intra"]), delta=str(config.get("delta", "wu")))
+                   bwd_intra=str(config["bwd_intra"]), delta=str(config.get("delta", "wu")),
+                   bwd_rec=str(config.get("bwd_rec", "split")), warps_bwd=int(config.get("warps_bwd", 4)))
 
 
 def _pad_k(K: int) -> int:
@@ -176,7 +185,7 @@ def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
             eda_fwd_tm_kernel[(NCT, B * H)](
                 k, e, g_, beta, gamma, tm, cu_seqlens, ci, T, NCT, H=H, K=K, BT=BT, BK=BK,
                 LOG2N=int(math.log2(NR)), USE_G=use_g, IS_VARLEN=varlen, PREC=p.precision,
-                num_warps=p.num_warps, num_stages=ns)
+                DT=_dot_dtype(q.dtype), num_warps=p.num_warps, num_stages=ns)
             return
         eda_fwd_wu_kernel[(NCT, B * H)](
             k, e, v, g_, beta, gamma, w, u, cu_seqlens, ci, T, NCT,
@@ -335,7 +344,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
         eda_fwd_wu_kernel[(NCT, B * H)](
             k, e, v, g_, beta, gamma, w, u, cu_seqlens, ci, T, NCT,
             H=H, K=K, V=V, BT=BT, BK=BK, BV=bv, LOG2N=int(math.log2(BT)), USE_G=use_g,
-            IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=p.num_warps, num_stages=ns)
+            IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=p.warps_bwd, num_stages=ns)
 
     _with_fallback(launch_wu, BV, p.num_stages)
     h = torch.empty(B, H, NCT, K, V, dtype=sdt, device=q.device)
@@ -374,7 +383,31 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             PREC=p.precision, DT=dt, NATIVE=True, USE_G=use_g, ATOMIC=nv > 1, num_warps=p.warps_h,
             num_stages=ns)
 
-    _with_fallback(launch_bwd, BV, p.num_stages)
+    def launch_dh(bv: int, ns: int) -> None:
+        eda_bwd_dh_kernel[(triton.cdiv(V, bv), N * H)](
+            w, do, dht_ if dht_ is not None else dummy, bufs["dh"], dh0, q, k, e, g_, scale, cu_seqlens,
+            co, T, NCT, H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_DHT=dht_ is not None,
+            IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, num_warps=p.warps_h, num_stages=ns)
+
+    def launch_grad(bv: int, ns: int) -> None:
+        eda_bwd_grad_kernel[(NCT, B * H)](
+            h, bufs["dh"], w, u, do, dU, bufs["dW"], bufs["dQg"], bufs["dA"], bufs["dKd"], bufs["ddec"],
+            q, k, e, g_, scale, cu_seqlens, ci, T, NCT, H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv,
+            IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, num_warps=p.warps_bwd,
+            num_stages=ns)
+
+    if p.bwd_rec == "split":
+        # sequential dS only (stored per chunk), then every other gradient per chunk in parallel
+        bufs.update(dh=torch.empty(B, H, NCT, K, V, dtype=sdt, device=q.device),
+                    dW=torch.empty(B, H, NCT, NR, K, dtype=f32, device=q.device),
+                    dQg=torch.empty(B, H, NCT, BT, K, dtype=f32, device=q.device),
+                    dA=torch.empty(B, H, NCT, BT, NR, dtype=f32, device=q.device),
+                    dKd=torch.empty(B, H, NCT, NR, K, dtype=f32, device=q.device),
+                    ddec=torch.empty(B, H, NCT, dtype=f32, device=q.device))
+        _with_fallback(launch_dh, BV, p.num_stages)
+        _with_fallback(launch_grad, BV, p.num_stages)
+    else:
+        _with_fallback(launch_bwd, BV, p.num_stages)
     dW, dQg, dA, dKd, ddec = (bufs[n] for n in ("dW", "dQg", "dA", "dKd", "ddec"))
     if stages <= 2:
         return (None,) * 8
@@ -394,7 +427,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             q, k, e, v, g_, beta, gamma, dW, dU, dQg, dA, dKd, ddec,
             dq, dk, de, dv, dg if dg is not None else dummy, dbeta, dgamma, cu_seqlens, ci, scale,
             T, NCT, H=H, K=K, V=V, BT=BT, BK=BK, BV=bv, LOG2N=log2n, USE_G=use_g,
-            IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=p.num_warps, num_stages=ns)
+            IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=p.warps_bwd, num_stages=ns)
 
     _with_fallback(launch_intra, BV, p.num_stages)
     return dq, dk, dv, de, dg, dbeta, dgamma, (dh0.to(h0.dtype) if h0 is not None else None)

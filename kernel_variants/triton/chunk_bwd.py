@@ -140,6 +140,147 @@ def eda_bwd_h_kernel(
 
 
 @triton.jit
+def _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k, m_k, H: tl.constexpr,
+                  K: tl.constexpr, BT: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr,
+                  PREC: tl.constexpr):
+    """Kd [NR, K], Qg [BT, K], Aqk [BT, NR] (in DT) and the chunk decay of chunk ``i_t``,
+    built from the inputs (interleaved rows, as the forward)."""
+    ev = (o_r % 2) == 0
+    t_r = i_t * BT + o_r // 2
+    m_r = t_r < L
+    tok = bos + t_r
+    m_t = (i_t * BT + o_t) < L
+    tokq = bos + i_t * BT + o_t
+    b_kap = _load_kappa(k, e, tok, i_h, ev, m_r, o_k, m_k, H, K).to(DT)
+    b_q = tl.load(q + (tokq * H + i_h)[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.)
+    b_a = tl.dot(b_q.to(DT), tl.trans(b_kap), input_precision=PREC) * scale
+    m_A = o_r[None, :] <= 2 * o_t[:, None] + 1
+    if USE_G:
+        b_G, b_gl = _row_decay(g, tok, i_h, ev, m_r, H)
+        b_gq = tl.cumsum(tl.load(g + tokq * H + i_h, mask=m_t, other=0.).to(tl.float32), axis=0)
+        b_a = b_a * tl.exp(tl.where(m_A, b_gq[:, None] - b_G[None, :], 0.))
+        b_qg = (b_q.to(tl.float32) * (tl.exp(b_gq) * scale)[:, None]).to(DT)
+        b_kd = (b_kap.to(tl.float32) * tl.exp(b_gl - b_G)[:, None]).to(DT)
+        b_dec = tl.exp(b_gl)
+    else:
+        b_qg = (b_q.to(tl.float32) * scale).to(DT)
+        b_kd = b_kap
+        b_dec = 1.
+    b_a = tl.where(m_A, b_a, 0.).to(DT)
+    return b_kd, b_qg, b_a, b_dec
+
+
+@triton.jit
+def eda_bwd_dh_kernel(
+    w, do, dht, dh, dh0, q, k, e, g, scale, cu_seqlens, chunk_offsets, T, NCT,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, USE_DHT: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+    DT: tl.constexpr, USE_G: tl.constexpr,
+):
+    """The sequential part of the backward (config ``bwd_rec: split``): only dS, carried
+    backwards through the chunks, dS <- Qg^T dO + dec dS - W^T (Aqk^T dO + Kd dS); stores the
+    gradient of the state leaving each chunk (``dh``, the layout of the forward's ``h``) for
+    ``eda_bwd_grad_kernel``, and dS of the initial state."""
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
+        L = tl.load(cu_seqlens + i_n + 1).to(tl.int32) - bos
+        sc0 = i_h.to(tl.int64) * NCT + tl.load(chunk_offsets + i_n).to(tl.int64)
+    else:
+        bos = i_n * T
+        L = T
+        sc0 = i_nh.to(tl.int64) * NCT
+    bos = bos.to(tl.int64)
+    NT = tl.cdiv(L, BT)
+    NR: tl.constexpr = 2 * BT
+    o_r = tl.arange(0, NR)
+    o_t = tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_v = o_v < V
+    m_kv = m_k[:, None] & m_v[None, :]
+    p_kv = o_k[:, None] * V + o_v[None, :]
+
+    b_dS = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_DHT:
+        b_dS += tl.load(dht + i_nh * K * V + p_kv, mask=m_kv, other=0.)
+    for i_t in range(NT - 1, -1, -1):
+        sc = sc0 + i_t
+        tl.store(dh + sc * K * V + p_kv, b_dS.to(dh.dtype.element_ty), mask=m_kv)
+        b_kd, b_qg, b_a, b_dec = _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k, m_k,
+                                               H, K, BT, USE_G, DT, PREC)
+        m_t = (i_t * BT + o_t) < L
+        b_do = tl.load(do + ((bos + i_t * BT + o_t) * H + i_h)[:, None] * V + o_v[None, :],
+                       mask=m_t[:, None] & m_v[None, :], other=0.).to(DT)
+        b_w = tl.load(w + (sc * NR + o_r)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.).to(DT)
+        b_dd = (tl.dot(tl.trans(b_a), b_do, input_precision=PREC)
+                + tl.dot(b_kd, b_dS.to(DT), input_precision=PREC))
+        b_dS = (tl.dot(tl.trans(b_qg), b_do, input_precision=PREC) + b_dec * b_dS
+                - tl.dot(tl.trans(b_w), b_dd.to(DT), input_precision=PREC))
+    tl.store(dh0 + i_nh * K * V + p_kv, b_dS, mask=m_kv)
+
+
+@triton.jit
+def eda_bwd_grad_kernel(
+    h, dh, w, u, do, du, dw, dqg, daqk, dkd, ddec, q, k, e, g, scale, cu_seqlens, chunk_indices,
+    T, NCT, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr, DT: tl.constexpr,
+    USE_G: tl.constexpr,
+):
+    """The parallel part of the backward (config ``bwd_rec: split``), one program per chunk,
+    every V tile in turn (no atomics): with S (``h``) and dS (``dh``) of the chunk,
+    Delta = U - W S, dDelta = Aqk^T dO + Kd dS (= dU), dW = -dDelta S^T, dQg = dO S^T,
+    dAqk = dO Delta^T, dKd = Delta dS^T, ddec = <S, dS>."""
+    i_tg, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_t, bos, L = _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
+    sc = i_bh.to(tl.int64) * NCT + i_tg
+    NR: tl.constexpr = 2 * BT
+    o_r = tl.arange(0, NR)
+    o_t = tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    m_t = (i_t * BT + o_t) < L
+    b_kd, b_qg, b_a, b_dec = _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k, m_k,
+                                           H, K, BT, USE_G, DT, PREC)
+    b_w = tl.load(w + (sc * NR + o_r)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.).to(DT)
+    b_dw = tl.zeros([NR, BK], dtype=tl.float32)
+    b_dkd = tl.zeros([NR, BK], dtype=tl.float32)
+    b_dqg = tl.zeros([BT, BK], dtype=tl.float32)
+    b_da = tl.zeros([BT, NR], dtype=tl.float32)
+    b_ddec = tl.zeros([BK], dtype=tl.float32)
+    for i_v in range(tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        m_v = o_v < V
+        p_kv = sc * K * V + o_k[:, None] * V + o_v[None, :]
+        m_kv = m_k[:, None] & m_v[None, :]
+        b_S = tl.load(h + p_kv, mask=m_kv, other=0.)
+        b_dS = tl.load(dh + p_kv, mask=m_kv, other=0.)
+        p_rv = (sc * NR + o_r)[:, None] * V + o_v[None, :]
+        b_u = tl.load(u + p_rv, mask=m_v[None, :], other=0.).to(tl.float32)
+        b_do = tl.load(do + ((bos + i_t * BT + o_t) * H + i_h)[:, None] * V + o_v[None, :],
+                       mask=m_t[:, None] & m_v[None, :], other=0.).to(DT)
+        b_Sd = b_S.to(DT)
+        b_dSd = b_dS.to(DT)
+        b_d = (b_u - tl.dot(b_w, b_Sd, input_precision=PREC)).to(DT)
+        b_dd = tl.dot(tl.trans(b_a), b_do, input_precision=PREC) + tl.dot(b_kd, b_dSd, input_precision=PREC)
+        tl.store(du + p_rv, b_dd, mask=m_v[None, :])
+        b_ddd = b_dd.to(DT)
+        b_dw -= tl.dot(b_ddd, tl.trans(b_Sd), input_precision=PREC)
+        b_dqg += tl.dot(b_do, tl.trans(b_Sd), input_precision=PREC)
+        b_da += tl.dot(b_do, tl.trans(b_d), input_precision=PREC)
+        b_dkd += tl.dot(b_d, tl.trans(b_dSd), input_precision=PREC)
+        b_ddec += tl.sum(b_S.to(tl.float32) * b_dS.to(tl.float32), axis=1)
+    tl.store(dw + (sc * NR + o_r)[:, None] * K + o_k[None, :], b_dw, mask=m_k[None, :])
+    tl.store(dkd + (sc * NR + o_r)[:, None] * K + o_k[None, :], b_dkd, mask=m_k[None, :])
+    tl.store(dqg + (sc * BT + o_t)[:, None] * K + o_k[None, :], b_dqg, mask=m_k[None, :])
+    tl.store(daqk + (sc * BT + o_t)[:, None] * NR + o_r[None, :], b_da)
+    tl.store(ddec + sc, tl.sum(b_ddec, axis=0))
+
+
+@triton.jit
 def eda_bwd_intra_kernel(
     q, k, e, v, g, beta, gamma, dw, du, dqg, daqk, dkd, ddec,
     dq, dk, de, dv, dg, dbeta, dgamma, cu_seqlens, chunk_indices, scale, T, NCT,

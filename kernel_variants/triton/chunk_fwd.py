@@ -252,7 +252,7 @@ def eda_fwd_h_kernel(
 def eda_fwd_tm_kernel(
     k, e, g, beta, gamma, tm, cu_seqlens, chunk_indices, T, NCT,
     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, LOG2N: tl.constexpr,
-    USE_G: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+    USE_G: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr, DT: tl.constexpr,
 ):
     """The chunk inverse Tm = (I + A)^-1 in the erase-first row order (config ``delta: tm``).
 
@@ -281,7 +281,7 @@ def eda_fwd_tm_kernel(
         m_k = o_k < K
         p = (tok * H + i_h)[:, None] * K + o_k[None, :]
         b_kap = (tl.load(e + p, mask=(m_r & (~wr))[:, None] & m_k[None, :], other=0.)
-                 + tl.load(k + p, mask=(m_r & wr)[:, None] & m_k[None, :], other=0.))
+                 + tl.load(k + p, mask=(m_r & wr)[:, None] & m_k[None, :], other=0.)).to(DT)
         b_A += tl.dot(b_kap, tl.trans(b_kap), input_precision=PREC)
     # row r after row s: position 2 t + (1 if write row) in the interleaved order
     pos = 2 * t_r + wr.to(tl.int32)
