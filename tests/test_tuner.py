@@ -64,6 +64,21 @@ class FakeBackend(Backend):
         return inner
 
 
+class SeededBackend(FakeBackend):
+    """A search space with seeds: one good, one wrong, one the constraints reject."""
+
+    name = "seeded"
+
+    @property
+    def search_space(self) -> SearchSpace:  # type: ignore[override]
+        return SearchSpace.from_mapping({
+            "backend": "seeded",
+            "parameters": {"behaviour": {"choices": ["good", "wrong"]}, "chunk_size": {"choices": [16, 32, 64]}},
+            "constraints": [{"expr": "chunk_size <= 32", "reason": "fake limit on chunk_size"}],
+            "default": {"behaviour": "good", "chunk_size": 16},
+            "seeds": [{"chunk_size": 32}, {"behaviour": "wrong"}, {"chunk_size": 64}]}, source="<seeded>")
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("EDA_TUNE_CACHE", str(tmp_path / "cache"))
@@ -73,6 +88,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     dispatch.reset()
     yield
     unregister("fake")
+    unregister("seeded")
     dispatch.reset()
 
 
@@ -167,6 +183,35 @@ def test_failures_are_recorded_and_the_study_goes_on(tmp_path: Path, capsys: pyt
     assert fake.config == {"behaviour": "good", "chunk_size": 16}
     assert set(entry.backends) == {"fake", "torch"}  # the torch study ran after the fake one
     assert entry.backends["torch"].time_ms is not None
+
+
+def test_seeds_run_first_once_and_completed_with_the_default(tmp_path: Path) -> None:
+    register(SeededBackend(), replace=True)
+    storage = f"sqlite:///{tmp_path}/studies.db"
+    argv = ["tune", "--shapes", _shapes(tmp_path), "--backends", "seeded", "--storage", storage,
+            "--results", str(tmp_path / "res.yaml"), "--sampler", "random", *FAST]
+    assert cli.main([*argv, "--trials", "3"]) == 0
+    evaluated = [t for t in _study(storage, "seeded").trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
+    # the default, then the seeds in their order (each completed with the default's other values);
+    # the seed the constraints reject (chunk_size 64) is never enqueued
+    assert [(t.params["behaviour"], t.params["chunk_size"]) for t in evaluated] == [
+        ("good", 16), ("good", 32), ("wrong", 16)]
+    assert evaluated[2].state == TrialState.FAIL and evaluated[2].user_attrs["kind"] == "wrong_result"
+    assert [t.user_attrs.get("is_seed", False) for t in evaluated] == [False, True, True]
+    assert cli.main([*argv, "--trials", "4"]) == 0  # resumed: the seeds are not run again
+    trials = _study(storage, "seeded").trials
+    assert sum(bool(t.user_attrs.get("is_seed")) for t in trials) == 2
+    assert not [t for t in trials if t.state == TrialState.WAITING]
+
+
+def test_malformed_seeds() -> None:
+    base = {"backend": "x", "parameters": {"BT": [16, 32]}, "default": {"BT": 16}}
+    with pytest.raises(SearchSpaceError, match=r"seed #0 names unknown tunable 'BK'"):
+        SearchSpace.from_mapping({**base, "seeds": [{"BK": 16}]})
+    with pytest.raises(SearchSpaceError, match=r"seed #1: BT must be one of \[16, 32\] but got 48"):
+        SearchSpace.from_mapping({**base, "seeds": [{"BT": 32}, {"BT": 48}]})
+    with pytest.raises(SearchSpaceError, match=r"'seeds' must be a list"):
+        SearchSpace.from_mapping({**base, "seeds": {"BT": 32}})
 
 
 class _Interrupting(InProcessRunner):
