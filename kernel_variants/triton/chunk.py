@@ -411,6 +411,10 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
     dW, dQg, dA, dKd, ddec = (bufs[n] for n in ("dW", "dQg", "dA", "dKd", "ddec"))
     if stages <= 2:
         return (None,) * 8
+    # the recomputed W, U, states and the state gradients are dead: free them before the gradients
+    # of the inputs are allocated (the peak of the backward is otherwise here)
+    bufs.pop("dh", None)
+    w = u = h = dummy
 
     # the kernel writes every gradient once, in the input's dtype
     dq, dk, de, dv = (torch.empty_like(x) for x in (q, k, e, v))
