@@ -172,3 +172,24 @@ def test_cpu_slug_rule() -> None:
 def test_device_slug_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDA_TUNE_DEVICE_SLUG", "My Box")
     assert detect("cpu").slug == "my-box"
+
+
+def test_shipped_results_name_every_tunable_of_a_valid_config() -> None:
+    """A results file written before a tunable existed would be completed with today's default at
+    dispatch time, which is not the config that was measured: every shipped config must name every
+    tunable of its backend's search space and pass its constraints for the problem it was tuned on."""
+    from eda_tune.backends import get_backend
+
+    files = sorted(R.shipped_results_dir().glob("*.yaml"))
+    assert files, "no shipped results"
+    for path in files:
+        res = R.load(path)
+        for key, entry in res.entries.items():
+            for name, br in entry.backends.items():
+                backend = get_backend(name)
+                space = backend.search_space
+                missing = sorted(set(space.parameters) - set(br.config))
+                assert not missing, f"{path.name} {key} {name}: config lacks {missing}"
+                assert entry.problem is not None, f"{path.name} {key}: no problem"
+                ok, why = backend.check_config(entry.problem, br.config)
+                assert ok, f"{path.name} {key} {name}: {why}"
