@@ -34,6 +34,10 @@ DEFAULT_CONFIGS = [
     {"BT": 32, "BK": 64, "BV": 32, "threads": 128, "num_stages": 1},
     {"BT": 32, "BK": 64, "BV": 64, "threads": 256, "num_stages": 2},
     {"BT": 16, "BK": 64, "BV": 64, "threads": 128, "num_stages": 1},
+    # design tm: only the chunk inverse through memory (the Triton backend's fastest design)
+    {"BT": 16, "BK": 64, "BV": 64, "threads": 128, "num_stages": 1, "design": "tm"},
+    {"BT": 32, "BK": 64, "BV": 64, "threads": 128, "num_stages": 1, "design": "tm"},
+    {"BT": 16, "BK": 64, "BV": 32, "threads": 128, "num_stages": 1, "design": "tm"},
 ]
 SHAPES = {  # id: (B, T, H, K=V)
     "S1": (8, 4096, 16, 128),
@@ -302,10 +306,11 @@ def sweep(args: Any, be: Any, report: dict[str, Any], problem_of: Any, t_start: 
     report["sweep"] = rows
     (out_dir / "results_tilelang_sweep.json").write_text(json.dumps(report, indent=1, default=str))
     print(f"\ncard: {report['card']}  S1 B{B} T{T} H{H} K=V={D} bf16; check at B2 T300 H4")
-    print(f"{'BT':>3s} {'BK':>3s} {'BV':>4s} {'thr':>4s} {'st':>2s} {'o rel':>9s} {'ms':>8s}")
+    print(f"{'BT':>3s} {'BK':>3s} {'BV':>4s} {'thr':>4s} {'st':>2s} {'dsg':>3s} {'o rel':>9s} {'ms':>8s}")
     for r in sorted(rows, key=lambda r: r.get("median_ms", 1e9)):
         c = r["config"]
         print(f"{c['BT']:3d} {c['BK']:3d} {c['BV']:4d} {c['threads']:4d} {c['num_stages']:2d} "
+              f"{c.get('design', 'wu'):>3s} "
               f"{r.get('o_rel', float('nan')):9.2e} {r.get('median_ms', float('nan')):8.3f} {r.get('error', '')[:60]}")
     print(f"total {time.time() - t_start:.0f}s")
 

@@ -79,6 +79,11 @@ CPU_CASES = {
     "varlen": (1, 77, 2, 32, 64, True, True, 4, True, {"BT": 16, "BK": 32, "BV": 64}),
     "T1": (2, 1, 2, 32, 32, True, False, 0, False, None),
     "K100-V20": (1, 23, 1, 100, 20, True, True, 0, False, {"BT": 16, "BK": 32, "BV": 32}),
+    # design tm: only the chunk inverse through memory, Delta and Aqk formed in the recurrence
+    "tm-odd-T-KneV": (2, 37, 2, 32, 48, True, True, 0, False, {"BT": 16, "BK": 32, "BV": 32, "design": "tm"}),
+    "tm-nogate-BT32": (1, 45, 2, 64, 32, False, False, 0, False, {"BT": 32, "design": "tm"}),
+    "tm-varlen": (1, 77, 2, 32, 64, True, True, 4, True, {"BT": 16, "BK": 32, "BV": 64, "design": "tm"}),
+    "tm-BT64-K100-V20": (1, 70, 1, 100, 20, True, True, 0, False, {"BT": 64, "BK": 32, "BV": 32, "design": "tm"}),
 }
 
 
@@ -183,7 +188,7 @@ def _admitted_specs(problem: Problem, full: bool) -> list[tuple[Any, ...]]:
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", list(LOWER_PROBLEMS))
 def test_admitted_configs_lower_for_sm90a(name: str) -> None:
-    from kernel_variants.tilelang.kernels import intra_smem, recurrence_smem
+    from kernel_variants.tilelang.kernels import GENERATORS
 
     K, V, dtype, full = LOWER_PROBLEMS[name]
     full = full or os.environ.get("EDA_TILELANG_FULL_WALK") == "1"
@@ -200,8 +205,9 @@ def test_admitted_configs_lower_for_sm90a(name: str) -> None:
     under = []
     for spec, (_, smem, _) in zip(specs, results):
         kind, kp, tun = spec
-        est = (intra_smem(kp.K, kp.V, kp.dtype, tun.BT, tun.BK, tun.num_stages) if kind == "intra"
-               else recurrence_smem(kp.K, kp.V, kp.dtype, tun.BT, tun.BV, tun.num_stages))
+        # the first kernel of a design tiles by BK, the recurrence by BV
+        tile = tun.BK if kind in ("intra", "tm") else tun.BV
+        est = GENERATORS[kind][1](kp.K, kp.V, kp.dtype, tun.BT, tile, tun.num_stages)
         if smem > est:
             under.append(f"{spec}: lowered {smem} bytes > estimate {est}")
     assert not under, "the shared-memory estimate under-counts:\n" + "\n".join(under)
@@ -219,15 +225,16 @@ def test_sample_builds_with_nvcc() -> None:
     import tvm
 
     from kernel_variants.tilelang.backend import kernel_specs
-    from kernel_variants.tilelang.kernels import intra_kernel, recurrence_kernel
+    from kernel_variants.tilelang.kernels import GENERATORS
 
     be = _backend()
     problem = _gpu_problem(128, 128, "bfloat16")
     target = tvm.target.Target({"kind": "cuda", "arch": "sm_90a"})
-    for cfg in (be.default_config(problem).to_dict(),):
+    default = be.default_config(problem).to_dict()
+    for cfg in (default, {**default, "design": "tm" if default["design"] == "wu" else "wu"}):
         assert be.check_config(problem, cfg)[0], cfg
         for kind, kp, tun in kernel_specs(problem, cfg):
-            gen = intra_kernel if kind == "intra" else recurrence_kernel
+            gen = GENERATORS[kind][0]
             with target:
                 kernel = tilelang.compile(gen(kp, tun, "gpu"), target=target, execution_backend="tvm_ffi")
             assert "__global__" in kernel.get_kernel_source()

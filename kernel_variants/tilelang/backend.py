@@ -25,12 +25,13 @@ from eda_tune.inputs import l2norm
 from eda_tune.problem import Config, Problem
 from eda_tune.search.space import DEFAULT_SMEM_LIMIT
 from kernel_variants.tilelang.kernels import (
+    GENERATORS,
     KernelProblem,
     Tunables,
-    intra_kernel,
     intra_smem,
-    recurrence_kernel,
     recurrence_smem,
+    recurrence_tm_smem,
+    tm_smem,
 )
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -61,9 +62,11 @@ def padded_dims(K: int, V: int, BK: int, BV: int) -> tuple[int, int]:
 
 def kernel_specs(problem: Problem, config: Config | Mapping[str, Any], scale: float | None = None
                  ) -> list[tuple[str, KernelProblem, Tunables]]:
-    """The (kind, kernel problem, tunables) of the kernels one (problem, config) compiles.
+    """The (kind, kernel problem, tunables) of the kernels one (problem, config) compiles:
+    ``intra`` and ``recurrence`` (config ``design: wu``), or ``tm`` and ``recurrence_tm``
+    (``design: tm``).
 
-    The intra kernel does not depend on BV, N, scale or the initial state; its spec says so,
+    The first kernel does not depend on BV, N, scale or the initial state; its spec says so,
     so that callers (the compile cache, the lowering test) can share it.
     """
     cfg = config.to_dict() if isinstance(config, Config) else dict(config)
@@ -75,6 +78,8 @@ def kernel_specs(problem: Problem, config: Config | Mapping[str, Any], scale: fl
              Tunables(BT=tun.BT, BK=tun.BK, BV=tun.BK, threads=tun.threads, num_stages=tun.num_stages))
     rec = KernelProblem(K=Kp, V=Vp, dtype=dt, scale=float(problem.K ** -0.5 if scale is None else scale),
                         initial_state=problem.initial_state)
+    if str(cfg.get("design", "wu")) == "tm":
+        return [("tm", *intra), ("recurrence_tm", rec, tun)]
     return [("intra", *intra), ("recurrence", rec, tun)]
 
 
@@ -84,8 +89,8 @@ _COMPILE_LOCK = threading.Lock()
 
 def compile_kernel(kind: str, problem: KernelProblem, tun: Tunables, style: str,
                    device: torch.device | None = None) -> Any:
-    """Compile (once per process) kernel ``kind`` ("intra" or "recurrence") for CPU or GPU."""
-    if kind == "intra":
+    """Compile (once per process) kernel ``kind`` (a key of ``kernels.GENERATORS``) for CPU or GPU."""
+    if kind in ("intra", "tm"):
         # the intra kernel never sees N, scale, BV or initial_state; share its build across them
         problem = KernelProblem(K=problem.K, V=problem.V, dtype=problem.dtype, scale=1.0,
                                 initial_state=False)
@@ -99,8 +104,7 @@ def compile_kernel(kind: str, problem: KernelProblem, tun: Tunables, style: str,
         if fn is None:
             import tilelang
 
-            gen = intra_kernel if kind == "intra" else recurrence_kernel
-            func = gen(problem, tun, style)
+            func = GENERATORS[kind][0](problem, tun, style)
             if style == "cpu":
                 fn = tilelang.compile(func, target="c", execution_backend="cython")
             else:
@@ -207,15 +211,11 @@ def make_forward(problem: Problem, config: Config) -> EdaKernel:
         call = problem.replace(B=B, T=T, H=H, K=K, V=V, dtype=str(dt).replace("torch.", ""),
                                num_seqs=N if seqlens is not None else 0,
                                initial_state=initial_state is not None)
-        (_, kp_intra, tun_intra), (_, kp_rec, tun_rec) = kernel_specs(call, config, scale)
+        (k1, kp1, tun1), (k2, kp2, tun2) = kernel_specs(call, config, scale)
         dev = q.device if style == "gpu" else None
-        intra = compile_kernel("intra", kp_intra, tun_intra, style, dev)
-        rec = compile_kernel("recurrence", kp_rec, tun_rec, style, dev)
+        first = compile_kernel(k1, kp1, tun1, style, dev)
+        rec = compile_kernel(k2, kp2, tun2, style, dev)
         n = 2 * C
-        W = torch.empty(NC, n, H, Kp, dtype=dt, device=q.device)
-        U = torch.empty(NC, n, H, Vp, dtype=dt, device=q.device)
-        Aqk = torch.empty(NC, C, H, n, dtype=dt, device=q.device)
-        intra(qc, kc, ec, vc, gc, bc, gmc, W, U, Aqk)
         if initial_state is not None:
             h0 = initial_state.float()
             if Kp != K or Vp != V:
@@ -225,7 +225,17 @@ def make_forward(problem: Problem, config: Config) -> EdaKernel:
             h0 = torch.zeros(N, H, Kp, Vp, dtype=torch.float32, device=q.device)
         o = torch.empty(NC, C, H, Vp, dtype=dt, device=q.device)
         ht = torch.empty(N, H, Kp, Vp, dtype=torch.float32, device=q.device)
-        rec(qc, kc, ec, gc, W, U, Aqk, offsets, h0, o, ht)
+        if k1 == "tm":
+            # only the chunk inverse goes through memory; the recurrence forms Delta and Aqk
+            Tm = torch.empty(NC, n, H, n, dtype=dt, device=q.device)
+            first(kc, ec, gc, bc, gmc, Tm)
+            rec(qc, kc, ec, vc, gc, bc, gmc, Tm, offsets, h0, o, ht)
+        else:
+            W = torch.empty(NC, n, H, Kp, dtype=dt, device=q.device)
+            U = torch.empty(NC, n, H, Vp, dtype=dt, device=q.device)
+            Aqk = torch.empty(NC, C, H, n, dtype=dt, device=q.device)
+            first(qc, kc, ec, vc, gc, bc, gmc, W, U, Aqk)
+            rec(qc, kc, ec, gc, W, U, Aqk, offsets, h0, o, ht)
         if keep is None:
             o = o.reshape(B, -1, H, Vp)[:, :T, :, :V]
         else:
@@ -265,14 +275,15 @@ class TileLangBackend(Backend):
         return True, ""
 
     def constraint_vars_names(self) -> list[str]:
-        return ["intra_smem", "recurrence_smem"]
+        return ["intra_smem", "recurrence_smem", "tm_smem", "recurrence_tm_smem"]
 
     def constraint_vars(self, problem: Problem) -> Mapping[str, Any]:
         limit = DEFAULT_SMEM_LIMIT
         if problem.device == "cuda" and torch.cuda.is_available():
             props = torch.cuda.get_device_properties(torch.cuda.current_device())
             limit = int(getattr(props, "shared_memory_per_block_optin", limit) or limit)
-        return {"intra_smem": intra_smem, "recurrence_smem": recurrence_smem, "smem_limit": limit}
+        return {"intra_smem": intra_smem, "recurrence_smem": recurrence_smem, "tm_smem": tm_smem,
+                "recurrence_tm_smem": recurrence_tm_smem, "smem_limit": limit}
 
     def _build(self, problem: Problem, config: Config) -> EdaKernel:
         return make_forward(problem, config)
@@ -283,7 +294,7 @@ def lower_for_cuda(kind: str, problem: KernelProblem, tun: Tunables, arch: str =
     import tilelang
     import tvm
 
-    gen = intra_kernel if kind == "intra" else recurrence_kernel
+    gen = GENERATORS[kind][0]
     target = tvm.target.Target({"kind": "cuda", "arch": arch})
     with target:
         art = tilelang.lower(gen(problem, tun, "gpu"), target=target)

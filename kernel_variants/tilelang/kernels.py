@@ -371,3 +371,202 @@ def recurrence_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu")
             T.copy(b_S, HT[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
 
     return eda_recurrence
+
+
+# ---------------------------------------------------------------------------------------------
+# Design "tm": the chunk inverse only (no W, U, Aqk in memory), Delta formed in the recurrence
+# ---------------------------------------------------------------------------------------------
+
+def tm_smem(K: int, V: int, dtype: str, BT: int, BK: int, num_stages: int) -> int:
+    """The inverse kernel: the Gram loop (kappa tiles) and the solve (P, its transpose, X)."""
+    n, db, sb = 2 * BT, DTYPE_BYTES[dtype], DTYPE_BYTES[SOLVE_DTYPE]
+    gram = max(num_stages, 1) * n * BK * db
+    solve = 3 * n * n * sb
+    return 2 * n * 4 + max(gram, solve) + 2048
+
+
+def recurrence_tm_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: int) -> int:
+    C, n, db = BT, 2 * BT, DTYPE_BYTES[dtype]
+    stages = max(num_stages, 1)
+    tiles = stages * (n * K + C * K + n * n) * db          # kappa, q, Tm per chunk
+    work = (C * n + 2 * n * BV + K * BV) * db              # Aqk, X, Delta, S
+    return tiles + work + 2 * n * 4 * stages + 2048
+
+
+def tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
+    """Tm = (I + N)^-1 [NC, n, H, n] (rows and columns in the erase-first order) from k, e, G,
+    beta, gamma: the solve of ``intra_kernel`` without W, U and Aqk."""
+    _check(problem, tun, style)
+    import tilelang.language as T
+
+    sty = _Style(style, tun.threads, tun.num_stages)
+    gemm = _gemm_macro(sty)
+    K, dt = problem.K, problem.dtype
+    C, BK = tun.BT, tun.BK
+    n = 2 * C
+    sd = SOLVE_DTYPE
+    steps = solve_steps(n)
+    f32 = "float32"
+    NC, H = T.dynamic("NC"), T.dynamic("H")
+
+    @T.prim_func
+    def eda_tm(
+        Kk: T.Tensor((NC, C, H, K), dt),
+        E: T.Tensor((NC, C, H, K), dt),
+        G: T.Tensor((NC, C, H), f32),
+        Beta: T.Tensor((NC, C, H), f32),
+        Gamma: T.Tensor((NC, C, H), f32),
+        Tm: T.Tensor((NC, n, H, n), dt),
+    ):
+        with T.Kernel(NC, H, threads=sty.threads) as (i_c, i_h):
+            b_g = sty.shared((n,), f32)
+            b_b = sty.shared((n,), f32)
+            b_kap = sty.shared((n, BK), dt)
+            b_A = sty.frag((n, n))
+            b_P = sty.shared((n, n), sd)
+            b_Pt = sty.shared((n, n), sd)
+            b_X = sty.shared((n, n), sd)
+            b_acc = sty.frag((n, n))
+
+            for r in sty.par(n):
+                b_g[r] = G[i_c, r % C, i_h]
+                b_b[r] = T.if_then_else(r < C, Gamma[i_c, r % C, i_h], Beta[i_c, r % C, i_h])
+            for i, j in sty.par(n, n):
+                b_A[i, j] = T.float32(0)
+            for i_k in sty.loop(K // BK):
+                T.copy(E[i_c, 0:C, i_h, i_k * BK:(i_k + 1) * BK], b_kap[0:C, 0:BK])
+                T.copy(Kk[i_c, 0:C, i_h, i_k * BK:(i_k + 1) * BK], b_kap[C:n, 0:BK])
+                gemm(b_kap, b_kap, b_A, transpose_B=True)
+            for r, s in sty.par(n, n):
+                b_P[r, s] = T.if_then_else(
+                    2 * (s % C) + s // C < 2 * (r % C) + r // C,
+                    -b_b[r] * b_A[r, s] * T.exp(T.min(b_g[r] - b_g[s], T.float32(0))),
+                    T.float32(0))
+            for r, s in sty.par(n, n):
+                b_Pt[s, r] = b_P[r, s]
+                b_X[r, s] = b_P[r, s] + T.if_then_else(r == s, T.float32(1), T.float32(0))
+            for _ in T.serial(steps):
+                gemm(b_P, b_Pt, b_acc, transpose_B=True, clear=True)
+                for r, s in sty.par(n, n):
+                    b_P[r, s] = b_acc[r, s]
+                for r, s in sty.par(n, n):
+                    b_Pt[s, r] = b_P[r, s]
+                gemm(b_P, b_X, b_acc, clear=True)
+                for r, s in sty.par(n, n):
+                    b_X[r, s] = b_X[r, s] + b_acc[r, s]
+            for r, s in sty.par(n, n):
+                Tm[i_c, r, i_h, s] = T.cast(b_X[r, s], dt)
+
+    return eda_tm
+
+
+def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
+    """o and the final states from q, k, e, v, G, beta, gamma and Tm (design "tm"): per chunk
+    X = diag(b) (nu - e^G kappa S), Delta = Tm X, Aqk = (q kappa^T masked and decayed),
+    O = scale ((q e^Gq) S + Aqk Delta), S = e^{G_last} S + (kappa e^{G_last - G})^T Delta."""
+    _check(problem, tun, style)
+    import tilelang.language as T
+
+    sty = _Style(style, tun.threads, tun.num_stages)
+    gemm = _gemm_macro(sty)
+    K, V, dt = problem.K, problem.V, problem.dtype
+    C, BV = tun.BT, tun.BV
+    n = 2 * C
+    f32 = "float32"
+    NP1 = T.dynamic("NP1")
+    scale = float(problem.scale)
+    has_h0 = problem.initial_state
+    NC, H, N = T.dynamic("NC"), T.dynamic("H"), T.dynamic("N")
+
+    @T.prim_func
+    def eda_recurrence_tm(
+        Q: T.Tensor((NC, C, H, K), dt),
+        Kk: T.Tensor((NC, C, H, K), dt),
+        E: T.Tensor((NC, C, H, K), dt),
+        Vv: T.Tensor((NC, C, H, V), dt),
+        G: T.Tensor((NC, C, H), f32),
+        Beta: T.Tensor((NC, C, H), f32),
+        Gamma: T.Tensor((NC, C, H), f32),
+        Tm: T.Tensor((NC, n, H, n), dt),
+        ChunkOffsets: T.Tensor((NP1,), "int32"),
+        H0: T.Tensor((N, H, K, V), f32),
+        O: T.Tensor((NC, C, H, V), dt),
+        HT: T.Tensor((N, H, K, V), f32),
+    ):
+        with T.Kernel(V // BV, N, H, threads=sty.threads) as (i_v, i_n, i_h):
+            b_S = sty.frag((K, BV))
+            b_Ss = sty.shared((K, BV), dt)
+            b_kap = sty.shared((n, K), dt)
+            b_q = sty.shared((C, K), dt)
+            b_Tm = sty.shared((n, n), dt)
+            b_g = sty.shared((n,), f32)
+            b_b = sty.shared((n,), f32)
+            b_ks = sty.frag((n, BV))
+            b_X = sty.shared((n, BV), dt)
+            b_d = sty.frag((n, BV))
+            b_D = sty.shared((n, BV), dt)
+            b_qk = sty.frag((C, n))
+            b_Aqk = sty.shared((C, n), dt)
+            b_o = sty.frag((C, BV))
+
+            if has_h0:
+                T.copy(H0[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV], b_S)
+            else:
+                for i, j in sty.par(K, BV):
+                    b_S[i, j] = T.float32(0)
+            c0 = ChunkOffsets[i_n]
+            nchunks = ChunkOffsets[i_n + 1] - c0
+            for j in sty.loop(nchunks):
+                for i, d in sty.par(C, K):
+                    b_kap[i, d] = E[c0 + j, i, i_h, d]
+                    b_kap[C + i, d] = Kk[c0 + j, i, i_h, d]
+                T.copy(Q[c0 + j, 0:C, i_h, 0:K], b_q)
+                T.copy(Tm[c0 + j, 0:n, i_h, 0:n], b_Tm)
+                for r in sty.par(n):
+                    b_g[r] = G[c0 + j, r % C, i_h]
+                    b_b[r] = T.if_then_else(r < C, Gamma[c0 + j, r % C, i_h], Beta[c0 + j, r % C, i_h])
+                for i, d in sty.par(K, BV):
+                    b_Ss[i, d] = T.cast(b_S[i, d], dt)
+                # X = diag(b) (nu - e^G kappa S); nu: v on the write rows, 0 on the erase rows
+                gemm(b_kap, b_Ss, b_ks, clear=True)
+                for r, d in sty.par(n, BV):
+                    b_X[r, d] = T.cast(b_b[r] * (
+                        T.if_then_else(r >= C, T.cast(Vv[c0 + j, T.max(r - C, 0), i_h, i_v * BV + d], f32),
+                                       T.float32(0))
+                        - T.exp(b_g[r]) * b_ks[r, d]), dt)
+                # Delta = Tm X
+                gemm(b_Tm, b_X, b_d, clear=True)
+                for r, d in sty.par(n, BV):
+                    b_D[r, d] = T.cast(b_d[r, d], dt)
+                # Aqk: token i's query sees rows with pos(s) <= 2 i + 1
+                gemm(b_q, b_kap, b_qk, transpose_B=True, clear=True)
+                for i, s in sty.par(C, n):
+                    b_Aqk[i, s] = T.cast(T.if_then_else(
+                        2 * (s % C) + s // C <= 2 * i + 1,
+                        b_qk[i, s] * T.exp(T.min(b_g[i] - b_g[s], T.float32(0))),
+                        T.float32(0)), dt)
+                # o = scale ((q e^Gq) S + Aqk Delta)
+                for i, d in sty.par(C, K):
+                    b_q[i, d] = T.cast(T.cast(b_q[i, d], f32) * T.exp(b_g[i]), dt)
+                gemm(b_q, b_Ss, b_o, clear=True)
+                gemm(b_Aqk, b_D, b_o)
+                for i, d in sty.par(C, BV):
+                    O[c0 + j, i, i_h, i_v * BV + d] = T.cast(b_o[i, d] * scale, dt)
+                # S = e^{G_last} S + (kappa e^{G_last - G})^T Delta
+                for r, d in sty.par(n, K):
+                    b_kap[r, d] = T.cast(T.cast(b_kap[r, d], f32) * T.exp(b_g[n - 1] - b_g[r]), dt)
+                for i, d in sty.par(K, BV):
+                    b_S[i, d] = b_S[i, d] * T.exp(b_g[n - 1])
+                gemm(b_kap, b_D, b_S, transpose_A=True)
+            T.copy(b_S, HT[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
+
+    return eda_recurrence_tm
+
+
+#: kernel kind -> (generator, shared-memory estimate); ``kernel_specs`` names the kinds a config uses
+GENERATORS = {
+    "intra": (intra_kernel, intra_smem),
+    "recurrence": (recurrence_kernel, recurrence_smem),
+    "tm": (tm_kernel, tm_smem),
+    "recurrence_tm": (recurrence_tm_kernel, recurrence_tm_smem),
+}
