@@ -16,6 +16,12 @@ export OUT
 mkdir -p .tune "$OUT/res"
 LOG="$OUT/run.log"
 nvidia-smi -L | tee -a "$LOG"
+# resume the committed studies of this card unless a storage was carried in .tune/
+SLUG=$(python3 -c 'from eda_tune.hardware import detect; print(detect("cuda").slug)')
+if [ ! -f .tune/studies.db ] && [ -f "results/studies/${SLUG}-triton.db" ]; then
+  cp "results/studies/${SLUG}-triton.db" .tune/studies.db
+  echo "resuming results/studies/${SLUG}-triton.db" | tee -a "$LOG"
+fi
 if [ "${BWD_S:-0}" -gt 0 ]; then
   timeout "$BWD_S" python3 benchmarks/gpu_triton_bwd_intra.py >> "$LOG" 2>&1
   echo "bwd variants: rc $?" | tee -a "$LOG"
