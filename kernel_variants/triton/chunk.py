@@ -73,8 +73,8 @@ class TritonParams:
                    num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]),
                    warps_h=int(config["warps_h"]), precision=str(config["precision"]),
                    bwd_solver=str(config["bwd_solver"]), fuse_o=bool(config["fuse_o"]),
-                   bwd_intra=str(config["bwd_intra"]), delta=str(config.get("delta", "wu")),
-                   bwd_rec=str(config.get("bwd_rec", "split")), warps_bwd=int(config.get("warps_bwd", 4)))
+                   bwd_intra=str(config["bwd_intra"]), delta=str(config["delta"]),
+                   bwd_rec=str(config["bwd_rec"]), warps_bwd=int(config["warps_bwd"]))
 
 
 def _pad_k(K: int) -> int:

@@ -21,7 +21,13 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernel_variants.triton.chunk_fwd import _chunk_coords, _load_kappa, _row_decay, _unit_lower_inverse
+from kernel_variants.triton.chunk_fwd import (
+    _chunk_coords,
+    _load_kappa,
+    _row_decay,
+    _seq_coords,
+    _unit_lower_inverse,
+)
 
 
 @triton.jit
@@ -36,15 +42,7 @@ def eda_bwd_h_kernel(
     inputs) and dO is read in that layout; otherwise all of them come in the chunk layout."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
-    if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
-        L = tl.load(cu_seqlens + i_n + 1).to(tl.int32) - bos
-        sc0 = i_h.to(tl.int64) * NCT + tl.load(chunk_offsets + i_n).to(tl.int64)
-    else:
-        bos = i_n * T
-        L = T
-        sc0 = i_nh.to(tl.int64) * NCT
-    bos = bos.to(tl.int64)
+    bos, L, sc0 = _seq_coords(i_n, i_h, i_nh, T, NCT, cu_seqlens, chunk_offsets, IS_VARLEN)
     NT = tl.cdiv(L, BT)
     NR: tl.constexpr = 2 * BT
     o_r = tl.arange(0, NR)
@@ -183,15 +181,7 @@ def eda_bwd_dh_kernel(
     ``eda_bwd_grad_kernel``, and dS of the initial state."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
-    if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
-        L = tl.load(cu_seqlens + i_n + 1).to(tl.int32) - bos
-        sc0 = i_h.to(tl.int64) * NCT + tl.load(chunk_offsets + i_n).to(tl.int64)
-    else:
-        bos = i_n * T
-        L = T
-        sc0 = i_nh.to(tl.int64) * NCT
-    bos = bos.to(tl.int64)
+    bos, L, sc0 = _seq_coords(i_n, i_h, i_nh, T, NCT, cu_seqlens, chunk_offsets, IS_VARLEN)
     NT = tl.cdiv(L, BT)
     NR: tl.constexpr = 2 * BT
     o_r = tl.arange(0, NR)

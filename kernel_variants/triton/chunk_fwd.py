@@ -39,6 +39,21 @@ def _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN: tl.constex
 
 
 @triton.jit
+def _seq_coords(i_n, i_h, i_nh, T, NCT, cu_seqlens, chunk_offsets, IS_VARLEN: tl.constexpr):
+    """(first token (int64), length, first chunk in the scratch layout) of sequence ``i_n`` for
+    the kernels that walk one sequence's chunks in order."""
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
+        L = tl.load(cu_seqlens + i_n + 1).to(tl.int32) - bos
+        sc0 = i_h.to(tl.int64) * NCT + tl.load(chunk_offsets + i_n).to(tl.int64)
+    else:
+        bos = i_n * T
+        L = T
+        sc0 = i_nh.to(tl.int64) * NCT
+    return bos.to(tl.int64), L, sc0
+
+
+@triton.jit
 def _load_kappa(k, e, tok, i_h, ev, m_r, o_k, m_k, H: tl.constexpr, K: tl.constexpr):
     """Rows of kappa [NR, BK]: e at even (erase) rows, k at odd (write) rows."""
     p = (tok * H + i_h)[:, None] * K + o_k[None, :]
@@ -177,16 +192,7 @@ def eda_fwd_h_kernel(
     """
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
-    if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
-        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int32)
-        sc0 = i_h.to(tl.int64) * NCT + tl.load(chunk_offsets + i_n).to(tl.int64)
-    else:
-        bos = i_n * T
-        eos = bos + T
-        sc0 = i_nh.to(tl.int64) * NCT
-    L = eos - bos
-    bos = bos.to(tl.int64)
+    bos, L, sc0 = _seq_coords(i_n, i_h, i_nh, T, NCT, cu_seqlens, chunk_offsets, IS_VARLEN)
     NT = tl.cdiv(L, BT)
     NR: tl.constexpr = 2 * BT
     o_r = tl.arange(0, NR)
@@ -324,16 +330,7 @@ def eda_fwd_h2_kernel(
     blocks of (Q kappa^T * e^(G_i - G_j) * [j <= i]) Delta."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
-    if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int32)
-        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int32)
-        sc0 = i_h.to(tl.int64) * NCT + tl.load(chunk_offsets + i_n).to(tl.int64)
-    else:
-        bos = i_n * T
-        eos = bos + T
-        sc0 = i_nh.to(tl.int64) * NCT
-    L = eos - bos
-    bos = bos.to(tl.int64)
+    bos, L, sc0 = _seq_coords(i_n, i_h, i_nh, T, NCT, cu_seqlens, chunk_offsets, IS_VARLEN)
     NT = tl.cdiv(L, BT)
     NR: tl.constexpr = 2 * BT
     o_t = tl.arange(0, BT)
