@@ -171,6 +171,64 @@ def _gemm_macro(sty: _Style) -> Any:
     return gemm
 
 
+def _solve_macros(sty: _Style, gemm: Any, n: int, C: int, steps: int) -> tuple[Any, Any]:
+    """The two halves of the chunk solve, shared by ``intra_kernel`` and ``tm_kernel``:
+    ``start(A, g, b, P, Pt, X)`` builds P = -diag(b) L (L: the Gram matrix A masked to earlier rows,
+    pos(s) < pos(r), and decayed), its transpose and X = I + P; ``double(P, Pt, X, acc)`` runs the
+    doubling products X = prod_i (I + P^(2^i)) (P <- P P; X <- X + P X)."""
+    T = sty.T
+
+    @T.macro
+    def start(b_A, b_g, b_b, b_P, b_Pt, b_X):  # type: ignore[no-untyped-def]
+        # the decay exponent is clamped at 0: exact where the mask keeps it, never inf elsewhere
+        for r, s in sty.par(n, n):
+            b_P[r, s] = T.if_then_else(
+                2 * (s % C) + s // C < 2 * (r % C) + r // C,
+                -b_b[r] * b_A[r, s] * T.exp(T.min(b_g[r] - b_g[s], T.float32(0))),
+                T.float32(0))
+        for r, s in sty.par(n, n):
+            b_Pt[s, r] = b_P[r, s]
+            b_X[r, s] = b_P[r, s] + T.if_then_else(r == s, T.float32(1), T.float32(0))
+
+    @T.macro
+    def double(b_P, b_Pt, b_X, b_acc):  # type: ignore[no-untyped-def]
+        for _ in T.serial(steps):
+            gemm(b_P, b_Pt, b_acc, transpose_B=True, clear=True)
+            for r, s in sty.par(n, n):
+                b_P[r, s] = b_acc[r, s]
+            for r, s in sty.par(n, n):
+                b_Pt[s, r] = b_P[r, s]
+            gemm(b_P, b_X, b_acc, clear=True)
+            for r, s in sty.par(n, n):
+                b_X[r, s] = b_X[r, s] + b_acc[r, s]
+
+    return start, double
+
+
+def _out_state_macro(sty: _Style, gemm: Any, n: int, C: int, K: int, BV: int, scale: float, dt: str) -> Any:
+    """The end of a chunk step, shared by both recurrences: o = scale ((q e^Gq) S + Aqk Delta)
+    into O[c, :, i_h, V tile], then S = e^{G_last} S + (kappa e^{G_last - G})^T Delta (q and kappa
+    are scaled in place)."""
+    T = sty.T
+    f32 = "float32"
+
+    @T.macro
+    def out_and_state(b_q, b_Ss, b_Aqk, b_D, b_o, b_kap, b_S, b_g, O, c, i_h, i_v):  # type: ignore[no-untyped-def]
+        for i, d in sty.par(C, K):
+            b_q[i, d] = T.cast(T.cast(b_q[i, d], f32) * T.exp(b_g[i]), dt)
+        gemm(b_q, b_Ss, b_o, clear=True)
+        gemm(b_Aqk, b_D, b_o)
+        for i, d in sty.par(C, BV):
+            O[c, i, i_h, i_v * BV + d] = T.cast(b_o[i, d] * scale, dt)
+        for r, d in sty.par(n, K):
+            b_kap[r, d] = T.cast(T.cast(b_kap[r, d], f32) * T.exp(b_g[n - 1] - b_g[r]), dt)
+        for i, d in sty.par(K, BV):
+            b_S[i, d] = b_S[i, d] * T.exp(b_g[n - 1])
+        gemm(b_kap, b_D, b_S, transpose_A=True)
+
+    return out_and_state
+
+
 # ---------------------------------------------------------------------------------------------
 # Kernel 1: the intra-chunk part
 # ---------------------------------------------------------------------------------------------
@@ -187,6 +245,7 @@ def intra_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> A
     n = 2 * C
     sd = SOLVE_DTYPE
     steps = solve_steps(n)
+    start, double = _solve_macros(sty, gemm, n, C, steps)
     f32 = "float32"
     # runtime sizes: chunks, heads and sequences do not change the code
     NC, H = T.dynamic("NC"), T.dynamic("H")
@@ -235,32 +294,16 @@ def intra_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> A
                 T.copy(Q[i_c, 0:C, i_h, i_k * BK:(i_k + 1) * BK], b_q)
                 gemm(b_kap, b_kap, b_A, transpose_B=True)
                 gemm(b_q, b_kap, b_qk, transpose_B=True)
-            # P = -diag(b) L with L masked to earlier rows (pos(s) < pos(r)); X = I + P.
-            # The decay exponent is clamped at 0: exact where the mask keeps it, never inf elsewhere.
-            for r, s in sty.par(n, n):
-                b_P[r, s] = T.if_then_else(
-                    2 * (s % C) + s // C < 2 * (r % C) + r // C,
-                    -b_b[r] * b_A[r, s] * T.exp(T.min(b_g[r] - b_g[s], T.float32(0))),
-                    T.float32(0))
-            for r, s in sty.par(n, n):
-                b_Pt[s, r] = b_P[r, s]
-                b_X[r, s] = b_P[r, s] + T.if_then_else(r == s, T.float32(1), T.float32(0))
+            # P = -diag(b) L with L masked to earlier rows (pos(s) < pos(r)); X = I + P
+            start(b_A, b_g, b_b, b_P, b_Pt, b_X)
             # token i's query sees rows with pos(s) <= 2 i + 1
             for i, s in sty.par(C, n):
                 Aqk[i_c, i, i_h, s] = T.cast(T.if_then_else(
                     2 * (s % C) + s // C <= 2 * i + 1,
                     b_qk[i, s] * T.exp(T.min(b_g[i] - b_g[s], T.float32(0))),
                     T.float32(0)), dt)
-            # X = prod_i (I + P^(2^i)): P <- P P; X <- X + P X
-            for _ in T.serial(steps):
-                gemm(b_P, b_Pt, b_acc, transpose_B=True, clear=True)
-                for r, s in sty.par(n, n):
-                    b_P[r, s] = b_acc[r, s]
-                for r, s in sty.par(n, n):
-                    b_Pt[s, r] = b_P[r, s]
-                gemm(b_P, b_X, b_acc, clear=True)
-                for r, s in sty.par(n, n):
-                    b_X[r, s] = b_X[r, s] + b_acc[r, s]
+            # X = prod_i (I + P^(2^i))
+            double(b_P, b_Pt, b_X, b_acc)
             # W = X diag(b e^G) kappa, tile by tile over K
             for i_k in T.serial(K // BK):
                 for i, d in sty.par(C, BK):
@@ -302,6 +345,7 @@ def recurrence_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu")
     NP1 = T.dynamic("NP1")  # N + 1 chunk offsets
     scale = float(problem.scale)
     has_h0 = problem.initial_state
+    out_and_state = _out_state_macro(sty, gemm, n, C, K, BV, scale, dt)
     # runtime sizes: chunks, heads and sequences do not change the code
     NC, H, N = T.dynamic("NC"), T.dynamic("H"), T.dynamic("N")
 
@@ -355,19 +399,7 @@ def recurrence_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu")
                 gemm(b_W, b_Ss, b_ws, clear=True)
                 for r, d in sty.par(n, BV):
                     b_D[r, d] = T.cast(T.cast(U[c0 + j, r, i_h, i_v * BV + d], f32) - b_ws[r, d], dt)
-                # o = scale ((q e^Gq) S + Aqk Delta)
-                for i, d in sty.par(C, K):
-                    b_q[i, d] = T.cast(T.cast(b_q[i, d], f32) * T.exp(b_g[i]), dt)
-                gemm(b_q, b_Ss, b_o, clear=True)
-                gemm(b_Aqk, b_D, b_o)
-                for i, d in sty.par(C, BV):
-                    O[c0 + j, i, i_h, i_v * BV + d] = T.cast(b_o[i, d] * scale, dt)
-                # S = e^{G_last} S + (kappa e^{G_last - G})^T Delta
-                for r, d in sty.par(n, K):
-                    b_kap[r, d] = T.cast(T.cast(b_kap[r, d], f32) * T.exp(b_g[n - 1] - b_g[r]), dt)
-                for i, d in sty.par(K, BV):
-                    b_S[i, d] = b_S[i, d] * T.exp(b_g[n - 1])
-                gemm(b_kap, b_D, b_S, transpose_A=True)
+                out_and_state(b_q, b_Ss, b_Aqk, b_D, b_o, b_kap, b_S, b_g, O, c0 + j, i_h, i_v)
             T.copy(b_S, HT[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
 
     return eda_recurrence
@@ -406,6 +438,7 @@ def tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
     n = 2 * C
     sd = SOLVE_DTYPE
     steps = solve_steps(n)
+    start, double = _solve_macros(sty, gemm, n, C, steps)
     f32 = "float32"
     NC, H = T.dynamic("NC"), T.dynamic("H")
 
@@ -437,23 +470,8 @@ def tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
                 T.copy(E[i_c, 0:C, i_h, i_k * BK:(i_k + 1) * BK], b_kap[0:C, 0:BK])
                 T.copy(Kk[i_c, 0:C, i_h, i_k * BK:(i_k + 1) * BK], b_kap[C:n, 0:BK])
                 gemm(b_kap, b_kap, b_A, transpose_B=True)
-            for r, s in sty.par(n, n):
-                b_P[r, s] = T.if_then_else(
-                    2 * (s % C) + s // C < 2 * (r % C) + r // C,
-                    -b_b[r] * b_A[r, s] * T.exp(T.min(b_g[r] - b_g[s], T.float32(0))),
-                    T.float32(0))
-            for r, s in sty.par(n, n):
-                b_Pt[s, r] = b_P[r, s]
-                b_X[r, s] = b_P[r, s] + T.if_then_else(r == s, T.float32(1), T.float32(0))
-            for _ in T.serial(steps):
-                gemm(b_P, b_Pt, b_acc, transpose_B=True, clear=True)
-                for r, s in sty.par(n, n):
-                    b_P[r, s] = b_acc[r, s]
-                for r, s in sty.par(n, n):
-                    b_Pt[s, r] = b_P[r, s]
-                gemm(b_P, b_X, b_acc, clear=True)
-                for r, s in sty.par(n, n):
-                    b_X[r, s] = b_X[r, s] + b_acc[r, s]
+            start(b_A, b_g, b_b, b_P, b_Pt, b_X)
+            double(b_P, b_Pt, b_X, b_acc)
             for r, s in sty.par(n, n):
                 Tm[i_c, r, i_h, s] = T.cast(b_X[r, s], dt)
 
@@ -476,6 +494,7 @@ def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gp
     NP1 = T.dynamic("NP1")
     scale = float(problem.scale)
     has_h0 = problem.initial_state
+    out_and_state = _out_state_macro(sty, gemm, n, C, K, BV, scale, dt)
     NC, H, N = T.dynamic("NC"), T.dynamic("H"), T.dynamic("N")
 
     @T.prim_func
@@ -545,19 +564,7 @@ def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gp
                         2 * (s % C) + s // C <= 2 * i + 1,
                         b_qk[i, s] * T.exp(T.min(b_g[i] - b_g[s], T.float32(0))),
                         T.float32(0)), dt)
-                # o = scale ((q e^Gq) S + Aqk Delta)
-                for i, d in sty.par(C, K):
-                    b_q[i, d] = T.cast(T.cast(b_q[i, d], f32) * T.exp(b_g[i]), dt)
-                gemm(b_q, b_Ss, b_o, clear=True)
-                gemm(b_Aqk, b_D, b_o)
-                for i, d in sty.par(C, BV):
-                    O[c0 + j, i, i_h, i_v * BV + d] = T.cast(b_o[i, d] * scale, dt)
-                # S = e^{G_last} S + (kappa e^{G_last - G})^T Delta
-                for r, d in sty.par(n, K):
-                    b_kap[r, d] = T.cast(T.cast(b_kap[r, d], f32) * T.exp(b_g[n - 1] - b_g[r]), dt)
-                for i, d in sty.par(K, BV):
-                    b_S[i, d] = b_S[i, d] * T.exp(b_g[n - 1])
-                gemm(b_kap, b_D, b_S, transpose_A=True)
+                out_and_state(b_q, b_Ss, b_Aqk, b_D, b_o, b_kap, b_S, b_g, O, c0 + j, i_h, i_v)
             T.copy(b_S, HT[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
 
     return eda_recurrence_tm
