@@ -6,21 +6,36 @@
 #            in $OUT and is carried again as .tune/), merging into results/<slug>.yaml;
 #   BENCH_S  bench ONLY (shapes of the standard set) for BENCH_BACKENDS, default and tuned configs,
 #            fla's baselines, floors;
-#   TESTS_S  the gpu-marked tests (TESTS_K: a pytest -k expression).
+#   TESTS_S  the gpu-marked tests (TESTS_K: a pytest -k expression; all when empty);
+#   CHECK_S  `eda-tune check` of every backend and fla (reports in $OUT/check);
+#   TL_S     benchmarks/gpu_tilelang_check.py (TileLang configs checked, then timed at S1);
+#   COLD_S   benchmarks/tuner_bench.py cold-start (first call at S1 in a fresh process).
+# fla's autotuning (about 75 s per shape class) is cached by Triton: the results (not the compiled
+# kernels) come back as $OUT/autotune.tgz; put it in .tcache/ and carry .tcache to skip it next time.
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p /tmp/site && tar -C /tmp/site -xJf .device/bundle.tar.xz
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
 export OUT
-mkdir -p .tune "$OUT/res"
+mkdir -p .tune "$OUT/res" .tcache/triton
+export TRITON_CACHE_DIR=$PWD/.tcache/triton
+[ -f .tcache/autotune.tgz ] && tar -C .tcache/triton -xzf .tcache/autotune.tgz
 LOG="$OUT/run.log"
 nvidia-smi -L | tee -a "$LOG"
 # resume the committed studies of this card unless a storage was carried in .tune/
 SLUG=$(python3 -c 'from eda_tune.hardware import detect; print(detect("cuda").slug)')
-if [ ! -f .tune/studies.db ] && [ -f "results/studies/${SLUG}-triton.db" ]; then
-  cp "results/studies/${SLUG}-triton.db" .tune/studies.db
-  echo "resuming results/studies/${SLUG}-triton.db" | tee -a "$LOG"
+if [ ! -f .tune/studies.db ] && [ -f "results/studies/${SLUG}.db" ]; then
+  cp "results/studies/${SLUG}.db" .tune/studies.db
+  echo "resuming results/studies/${SLUG}.db" | tee -a "$LOG"
+fi
+if [ "${TESTS_S:-0}" -gt 0 ]; then
+  timeout "$TESTS_S" python3 -m pytest -q -m gpu ${TESTS_K:+-k "$TESTS_K"} -p no:cacheprovider >> "$LOG" 2>&1
+  echo "gpu tests: rc $?" | tee -a "$LOG"
+fi
+if [ "${TL_S:-0}" -gt 0 ]; then
+  OUT=$OUT/tl timeout "$TL_S" python3 benchmarks/gpu_tilelang_check.py --budget-s $(( TL_S - 20 )) >> "$LOG" 2>&1
+  echo "tilelang check: rc $?" | tee -a "$LOG"
 fi
 if [ "${BWD_S:-0}" -gt 0 ]; then
   timeout "$BWD_S" python3 benchmarks/gpu_triton_bwd_intra.py >> "$LOG" 2>&1
@@ -38,8 +53,14 @@ if [ "${BENCH_S:-150}" -gt 0 ]; then
     --out "$OUT/bench" >> "$LOG" 2>&1
   echo "bench: rc $?" | tee -a "$LOG"
 fi
-if [ "${TESTS_S:-0}" -gt 0 ]; then
-  timeout "$TESTS_S" python3 -m pytest -q -m gpu -k "${TESTS_K:-triton}" -p no:cacheprovider >> "$LOG" 2>&1
-  echo "gpu tests: rc $?" | tee -a "$LOG"
+if [ "${CHECK_S:-0}" -gt 0 ]; then
+  timeout "$CHECK_S" python3 -m eda_tune check --out "$OUT/check" >> "$LOG" 2>&1
+  echo "check: rc $?" | tee -a "$LOG"
 fi
+if [ "${COLD_S:-0}" -gt 0 ]; then
+  timeout "$COLD_S" python3 benchmarks/tuner_bench.py cold-start --backends "${COLD_BACKENDS:-triton}" \
+    --json "$OUT/tuner_cold_start.json" >> "$LOG" 2>&1
+  echo "cold start: rc $?" | tee -a "$LOG"
+fi
+(cd .tcache/triton && find . -name '*.autotune.json' | tar -czf "$OUT/autotune.tgz" -T -) 2>/dev/null
 grep -E "^\[|rc |best|S[1-5]|V1|ERROR|Error|passed|failed" "$LOG" | tail -60
