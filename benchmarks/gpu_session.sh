@@ -34,7 +34,9 @@ if [ "${TESTS_S:-0}" -gt 0 ]; then
   echo "gpu tests: rc $?" | tee -a "$LOG"
 fi
 if [ "${TL_S:-0}" -gt 0 ]; then
-  OUT=$OUT/tl timeout "$TL_S" python3 benchmarks/gpu_tilelang_check.py --budget-s $(( TL_S - 20 )) >> "$LOG" 2>&1
+  mkdir -p "$OUT/tl"
+  OUT=$OUT/tl timeout "$TL_S" python3 benchmarks/gpu_tilelang_check.py --shapes "${TL_SHAPES:-S1}" \
+    --budget-s $(( TL_S - 30 )) >> "$LOG" 2>&1
   echo "tilelang check: rc $?" | tee -a "$LOG"
 fi
 if [ "${BWD_S:-0}" -gt 0 ]; then
