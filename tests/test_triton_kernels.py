@@ -207,3 +207,41 @@ def test_backward_triton2(case: str) -> None:
     if problem.dtype == "float32":
         bad = {n: x for n, x in res.errors.items() if not x <= 1e-5}
         assert not bad, f"{case}: errors over 1e-5: {bad}"
+
+
+# segments > 1 (kernel_variants/triton/segmented.py): each sequence cut into pieces run in
+# parallel and joined through their affine state maps [B | A]
+SEGMENT_CASES = {
+    # odd T, K != V, gate, initial and final state; 3 pieces of 2 chunks + a ragged one
+    "odd-T-KneV": (Problem(B=2, T=77, H=2, K=16, V=24, dtype="float32", initial_state=True,
+                           final_state=True, device=DEVICE),
+                   TritonParams(BT=16, BK=16, BV=16, segments=4)),
+    # varlen with uneven sequences (some shorter than a piece), no gate, l2norm, the W/U kernels
+    "varlen-nogate-wu": (Problem(B=1, T=90, H=2, K=16, V=16, dtype="float32", gate=False, num_seqs=3,
+                                 l2norm=True, initial_state=True, final_state=True, device=DEVICE),
+                         TritonParams(BT=16, BK=16, BV=16, delta="wu", fuse_o=False, segments=2)),
+    "no-state-bt32": (Problem(B=1, T=100, H=1, K=32, V=16, dtype="float32", device=DEVICE),
+                      TritonParams(BT=32, BK=32, BV=16, segments=8)),
+}
+
+
+@pytest.mark.parametrize("case", list(SEGMENT_CASES))
+def test_segments_forward(case: str) -> None:
+    problem, params = SEGMENT_CASES[case]
+    _check(problem, params, seed=21, grads=False, tol=1e-5)
+
+
+def test_segments_backward() -> None:
+    """Gradients flow through both passes and the join (initial state included)."""
+    problem = Problem(B=2, T=53, H=2, K=16, V=24, dtype="float32", initial_state=True, final_state=True,
+                      training=True, device=DEVICE)
+    _check(problem, TritonParams(BT=16, BK=16, BV=16, segments=3), seed=22, grads=True, tol=1e-5)
+
+
+def test_segment_bounds() -> None:
+    from kernel_variants.triton.segmented import segment_bounds
+
+    # 77 tokens, BT 16: 5 chunks over 4 pieces -> pieces of 2 chunks (32 tokens): 32, 32, 13
+    assert segment_bounds((0, 77, 154), 4, 16) == ((0, 32, 64, 77, 109, 141, 154), [3, 3])
+    # an empty sequence keeps one empty piece; a short one is one piece
+    assert segment_bounds((0, 0, 10, 50), 2, 16) == ((0, 0, 10, 42, 50), [1, 1, 2])

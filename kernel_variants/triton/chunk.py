@@ -66,6 +66,7 @@ class TritonParams:
     delta: str = "tm"
     bwd_rec: str = "split"
     warps_bwd: int = 4
+    segments: int = 1
 
     @classmethod
     def from_config(cls, config: Any) -> TritonParams:
@@ -74,7 +75,8 @@ class TritonParams:
                    warps_h=int(config["warps_h"]), precision=str(config["precision"]),
                    bwd_solver=str(config["bwd_solver"]), fuse_o=bool(config["fuse_o"]),
                    bwd_intra=str(config["bwd_intra"]), delta=str(config["delta"]),
-                   bwd_rec=str(config["bwd_rec"]), warps_bwd=int(config["warps_bwd"]))
+                   bwd_rec=str(config["bwd_rec"]), warps_bwd=int(config["warps_bwd"]),
+                   segments=int(config["segments"]))
 
 
 def _pad_k(K: int) -> int:
@@ -151,11 +153,15 @@ def _index(T: int, seqlens: tuple[int, ...] | None, BT: int, device: torch.devic
 def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
                   g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, scale: float,
                   h0: torch.Tensor | None, output_final_state: bool, cu_seqlens: torch.Tensor | None,
-                  seqlens: tuple[int, ...] | None, p: TritonParams, stages: int = 3
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  seqlens: tuple[int, ...] | None, p: TritonParams, stages: int = 3,
+                  output: bool = True, tm_cache: dict[str, torch.Tensor] | None = None
+                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """q, k, e [B, T, H, K]; v [B, T, H, V]. Returns o [B, T, H, V] and the final state or None.
 
     ``stages`` < 3 runs only the first kernels (for timing the pieces; the output is then garbage).
+    ``output=False`` runs the state recurrence for the final state alone (o is None). With
+    ``delta: tm``, ``tm_cache`` keeps the chunk inverse (it depends on k, e, g, beta, gamma and the
+    chunking, not on v or the state): a second call with the same dict and inputs reuses it.
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -171,9 +177,12 @@ def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
     dummy = beta
 
     use_tm = p.delta == "tm"
+    cached = tm_cache is not None and "tm" in tm_cache and use_tm
     if use_tm:
         # only the chunk inverse Tm goes through memory; the state kernel forms Delta from it
-        tm = torch.empty(B, H, NCT, NR, NR, dtype=sdt, device=q.device)
+        tm = tm_cache["tm"] if cached else torch.empty(B, H, NCT, NR, NR, dtype=sdt, device=q.device)
+        if tm_cache is not None:
+            tm_cache["tm"] = tm
         w = u = dummy
     else:
         tm = dummy
@@ -193,32 +202,34 @@ def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
             IS_VARLEN=varlen, PREC=p.precision, DT=_dot_dtype(q.dtype), num_warps=p.num_warps,
             num_stages=ns)
 
-    _with_fallback(launch_wu, BV, p.num_stages)
-    o = torch.empty_like(v)
+    if not cached:
+        _with_fallback(launch_wu, BV, p.num_stages)
+    o = torch.empty_like(v) if output else None
     if stages < 2:
         return o, None
 
-    fuse = p.fuse_o
-    h = torch.empty(B, H, NCT, K, V, dtype=sdt, device=q.device) if not fuse else dummy
-    vn = torch.empty(B, H, NCT, NR, V, dtype=sdt, device=q.device) if not fuse else dummy
+    fuse = p.fuse_o and output
+    h = torch.empty(B, H, NCT, K, V, dtype=sdt, device=q.device) if output and not fuse else dummy
+    vn = torch.empty(B, H, NCT, NR, V, dtype=sdt, device=q.device) if output and not fuse else dummy
+    o_ = o if o is not None else dummy
     ht = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
 
     def launch_h(bv: int, ns: int) -> None:
-        common = dict(H=H, K=K, V=V, BT=BT, BK=_pad_k(K), BV=bv, USE_G=use_g, STORE_H=not fuse,
-                      STORE_VN=not fuse, FUSE_O=fuse, USE_H0=h0 is not None, STORE_HT=ht is not None,
+        common = dict(H=H, K=K, V=V, BT=BT, BK=_pad_k(K), BV=bv, USE_G=use_g, STORE_H=output and not fuse,
+                      STORE_VN=output and not fuse, FUSE_O=fuse, USE_H0=h0 is not None, STORE_HT=ht is not None,
                       IS_VARLEN=varlen, PREC=p.precision, DT=_dot_dtype(q.dtype), num_warps=p.warps_h,
                       num_stages=ns)
         grid = (triton.cdiv(V, bv), N * H)
         h0_, ht_ = h0 if h0 is not None else dummy, ht if ht is not None else dummy
         if use_tm:
-            eda_fwd_h2_kernel[grid](q, k, e, v, g_, beta, gamma, tm, h, vn, h0_, ht_, o, scale,
+            eda_fwd_h2_kernel[grid](q, k, e, v, g_, beta, gamma, tm, h, vn, h0_, ht_, o_, scale,
                                     cu_seqlens, co, T, NCT, **common)
         else:
-            eda_fwd_h_kernel[grid](q, k, e, g_, w, u, dummy, dummy, h, vn, h0_, ht_, o, scale,
+            eda_fwd_h_kernel[grid](q, k, e, g_, w, u, dummy, dummy, h, vn, h0_, ht_, o_, scale,
                                    cu_seqlens, co, T, NCT, USE_KD=False, **common)
 
     _with_fallback(launch_h, BV, p.num_stages)
-    if stages < 3 or fuse:
+    if stages < 3 or fuse or not output:
         return o, ht
 
     def launch_o(bv: int, ns: int) -> None:
@@ -442,21 +453,22 @@ class ChunkEdaFunction(torch.autograd.Function):
     def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
                 g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, scale: float,
                 h0: torch.Tensor | None, output_final_state: bool, cu_seqlens: torch.Tensor | None,
-                seqlens: tuple[int, ...] | None, p: TritonParams
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                seqlens: tuple[int, ...] | None, p: TritonParams, need_o: bool = True
+                ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         o, ht = chunk_eda_fwd(q, k, v, e, g, beta, gamma, scale, h0, output_final_state, cu_seqlens,
-                              seqlens, p)
+                              seqlens, p, output=need_o)
         ctx.save_for_backward(q, k, v, e, g, beta, gamma, h0, cu_seqlens)
         ctx.scale, ctx.seqlens, ctx.p = scale, seqlens, p
         return o, ht
 
     @staticmethod
-    def backward(ctx: Any, do: torch.Tensor, dht: torch.Tensor | None) -> tuple[Any, ...]:
+    def backward(ctx: Any, do: torch.Tensor | None, dht: torch.Tensor | None) -> tuple[Any, ...]:
         q, k, v, e, g, beta, gamma, h0, cu_seqlens = ctx.saved_tensors
+        # no output asked for (need_o=False), or an output that reached no loss
+        do = torch.zeros_like(v) if do is None else do.contiguous()
         dq, dk, dv, de, dg, dbeta, dgamma, dh0 = chunk_eda_bwd(
-            q, k, v, e, g, beta, gamma, ctx.scale, h0, cu_seqlens, ctx.seqlens, do.contiguous(),
-            dht, ctx.p)
-        return dq, dk, dv, de, dg, dbeta, dgamma, None, dh0, None, None, None, None
+            q, k, v, e, g, beta, gamma, ctx.scale, h0, cu_seqlens, ctx.seqlens, do, dht, ctx.p)
+        return dq, dk, dv, de, dg, dbeta, dgamma, None, dh0, None, None, None, None, None
 
 
 def chunk_eda_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
@@ -469,5 +481,11 @@ def chunk_eda_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch
         # in float32, back to the input dtype: the kernels read the input dtype
         q, k, e = (l2norm(x.float()).to(x.dtype) for x in (q, k, e))
     seqlens = tuple(int(x) for x in cu_seqlens.tolist()) if cu_seqlens is not None else None
-    return ChunkEdaFunction.apply(q, k, v, e, g, beta, gamma, float(scale), initial_state,
-                                  output_final_state, cu_seqlens, seqlens, p)
+    if p.segments > 1:
+        from kernel_variants.triton.segmented import chunk_eda_segmented
+
+        return chunk_eda_segmented(q, k, v, e, g, beta, gamma, float(scale), initial_state,
+                                   output_final_state, seqlens, p)
+    o, ht = ChunkEdaFunction.apply(q, k, v, e, g, beta, gamma, float(scale), initial_state,
+                                   output_final_state, cu_seqlens, seqlens, p)
+    return o, ht
