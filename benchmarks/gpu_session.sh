@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device call that does what a short GPU lease allows; each step has its own time limit in
 # seconds (0 skips it), and everything it prints goes to $OUT/run.log:
+#   SEG_S    benchmarks/gpu_segments.py: the segments switch checked, then timed at S4, S2, S1 with fla;
 #   BWD_S    benchmarks/gpu_triton_bwd_intra.py: the backward variants, checked, then timed at S1;
 #   TUNE_S   tune the triton backend on S1-S5 (TRIALS per study; resumable: the storage comes back
 #            in $OUT and is carried again as .tune/), merging into results/<slug>.yaml;
@@ -39,12 +40,17 @@ if [ "${TL_S:-0}" -gt 0 ]; then
     --budget-s $(( TL_S - 30 )) >> "$LOG" 2>&1
   echo "tilelang check: rc $?" | tee -a "$LOG"
 fi
+if [ "${SEG_S:-0}" -gt 0 ]; then
+  mkdir -p "$OUT/seg"
+  OUT=$OUT/seg EDA_SEG_BUDGET=$(( SEG_S - 40 )) timeout "$SEG_S" python3 benchmarks/gpu_segments.py >> "$LOG" 2>&1
+  echo "segments: rc $?" | tee -a "$LOG"
+fi
 if [ "${BWD_S:-0}" -gt 0 ]; then
   timeout "$BWD_S" python3 benchmarks/gpu_triton_bwd_intra.py >> "$LOG" 2>&1
   echo "bwd variants: rc $?" | tee -a "$LOG"
 fi
 if [ "${TUNE_S:-150}" -gt 0 ]; then
-  timeout "$TUNE_S" python3 -m eda_tune tune --shapes benchmarks/shapes_s1_s5.yaml --backends "${TUNE_BACKENDS:-triton}" \
+  timeout "$TUNE_S" python3 -m eda_tune tune --shapes "${TUNE_SHAPES:-benchmarks/shapes_s1_s5.yaml}" --backends "${TUNE_BACKENDS:-triton}" \
     --trials "${TRIALS:-6}" --budget $(( TUNE_S - 15 )) --trial-timeout 60 \
     --storage sqlite:///.tune/studies.db --results 'results/{slug}.yaml' >> "$LOG" 2>&1
   echo "tune: rc $?" | tee -a "$LOG"
