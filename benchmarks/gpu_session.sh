@@ -8,7 +8,8 @@
 #   BENCH_S  bench ONLY (shapes of the standard set) for BENCH_BACKENDS, default and tuned configs,
 #            fla's baselines, floors;
 #   TESTS_S  the gpu-marked tests (TESTS_K: a pytest -k expression; all when empty);
-#   CHECK_S  `eda-tune check` of every backend and fla (reports in $OUT/check);
+#   CHECK_S  `eda-tune check` of CHECK_BACKENDS (default: every backend and fla) at CHECK_ONLY shapes
+#            (default: all of its GPU set); reports in $OUT/check;
 #   TL_S     benchmarks/gpu_tilelang_check.py (TileLang configs checked, then timed at S1);
 #   COLD_S   benchmarks/tuner_bench.py cold-start (first call at S1 in a fresh process).
 # fla's autotuning (about 75 s per shape class) is cached by Triton: the results (not the compiled
@@ -62,7 +63,8 @@ if [ "${BENCH_S:-150}" -gt 0 ]; then
   echo "bench: rc $?" | tee -a "$LOG"
 fi
 if [ "${CHECK_S:-0}" -gt 0 ]; then
-  timeout "$CHECK_S" python3 -m eda_tune check --out "$OUT/check" >> "$LOG" 2>&1
+  timeout "$CHECK_S" python3 -m eda_tune check ${CHECK_BACKENDS:+--backends "$CHECK_BACKENDS"} ${CHECK_ONLY:+--only "$CHECK_ONLY"} \
+    --out "$OUT/check" >> "$LOG" 2>&1
   echo "check: rc $?" | tee -a "$LOG"
 fi
 if [ "${COLD_S:-0}" -gt 0 ]; then

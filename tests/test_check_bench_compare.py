@@ -108,6 +108,29 @@ def test_check_fails_on_a_wrong_backend(tmp_path: Path, tiny_shapes: str, wrong_
     assert "FAIL" in (out / "check.md").read_text().splitlines()[0]
 
 
+def test_check_cut_short_keeps_the_rows_it_checked(tmp_path: Path, tiny_shapes: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check killed mid-way (a time limit) still leaves check.json with every finished row."""
+    import eda_tune.bench.runner as runner
+
+    real = runner.check_target
+    calls = {"n": 0}
+
+    def dies_on_third(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "check_target", dies_on_third)
+    out = tmp_path / "check"
+    assert main(["check", "--backends", "torch", "--shapes", tiny_shapes, "--out", str(out)]) == 130
+    report = json.loads((out / "check.json").read_text())
+    assert report["partial"] is True and report["ok"]
+    assert [(r["shape"], r["mode"], r["status"]) for r in report["rows"]] == [("t1", "fwd", "pass"),
+                                                                              ("t1", "bwd", "pass")]
+
+
 def test_check_unknown_backend_is_a_usage_error(tmp_path: Path) -> None:
     assert main(["check", "--backends", "no_such_backend", "--out", str(tmp_path)]) == 2
 

@@ -340,10 +340,13 @@ def _git_commit() -> str | None:
 
 def run_check(targets: list[Target], shapes: list[NamedShape], seed: int = 0, backward: bool = True,
               progress: Progress | None = None, skipped: list[dict[str, str]] | None = None,
-              notes: list[str] | None = None) -> dict[str, Any]:
-    """Check every target at every shape, forward and (where supported) backward."""
+              notes: list[str] | None = None,
+              on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Check every target at every shape, forward and (where supported) backward. ``on_row`` gets
+    the report so far (``partial: true``) after every row, so that a run cut short keeps them."""
     device = shapes[0].problem.device if shapes else default_device()
     refs = References()
+    env = environment(device)
     rows: list[dict[str, Any]] = []
     modes = ("fwd", "bwd") if backward else ("fwd",)
     for shape in shapes:
@@ -362,14 +365,22 @@ def run_check(targets: list[Target], shapes: list[NamedShape], seed: int = 0, ba
                     row["reason"] = f"{row['reason']}; {note}" if row["reason"] else note
                 rows.append({"target": target.label, "backend": target.name, "variant": target.variant,
                              "shape": shape.name, "mode": mode, "problem": problem.to_dict(), **row})
+                if on_row:
+                    on_row({**_check_report(targets, shapes, seed, skipped, notes, env, rows), "partial": True})
             refs.clear()
+    return _check_report(targets, shapes, seed, skipped, notes, env, rows)
+
+
+def _check_report(targets: list[Target], shapes: list[NamedShape], seed: int,
+                  skipped: list[dict[str, str]] | None, notes: list[str] | None, env: dict[str, Any],
+                  rows: list[dict[str, Any]]) -> dict[str, Any]:
     failed = [r for r in rows if r["status"] in ("fail", "error")]
-    return {"kind": "eda-tune-check", "schema": SCHEMA, "env": environment(device), "seed": seed,
+    return {"kind": "eda-tune-check", "schema": SCHEMA, "env": env, "seed": seed,
             "targets": [{"label": t.label, "backend": t.name, "variant": t.variant,
                          "description": t.description} for t in targets],
             "not_run": skipped or [], "notes": notes or [], "shapes": [
                 {"name": s.name, **s.problem.to_dict()} for s in shapes],
-            "rows": rows, "ok": not failed, "failures": len(failed)}
+            "rows": list(rows), "ok": not failed, "failures": len(failed)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,10 +46,14 @@ def run(args: argparse.Namespace) -> int:
         notes.append("shapes: the standard shapes at full K, V, dtype and gating with realistic T but "
                      "reduced B and H (the float64 reference and autograd through it cannot run at full size)")
     modes = 1 if args.fwd_only else 2
+    out = Path(args.out)
+
+    def keep(partial: dict) -> None:  # a run cut short keeps every row it checked
+        write_json(out / "check.json", partial)
+
     with progress_bar(console, len(targets) * len(shapes) * modes, "check") as step:
         report = run_check(targets, shapes, seed=args.seed, backward=not args.fwd_only, progress=step,
-                           skipped=skipped, notes=notes)
-    out = Path(args.out)
+                           skipped=skipped, notes=notes, on_row=keep)
     write_json(out / "check.json", report)
     (out / "check.md").write_text(check_markdown(report))
     print_check(report, console)
