@@ -69,32 +69,27 @@ def peak_mem(shape: str, p: TritonParams | None, which: str = "triton") -> None:
 def main() -> None:
     bf = torch.bfloat16
     d8 = TritonParams(segments=8)
+    nofuse32 = dict(BT=32, BV=32, fuse_o=False, num_warps=4)
     step(g.check, "bf16-seg8", 1, 600, 4, 128, 128, bf, p=d8, fla=True)
     step(g.check, "bf16-seg4-varlen", 1, 700, 2, 128, 128, bf, p=TritonParams(segments=4),
          cu=[0, 7, 300, 301, 700])
-    step(g.check, "bf16-seg16-bt32-nofuse", 2, 900, 2, 128, 128, bf,
-         p=TritonParams(segments=16, BT=32, BV=32, fuse_o=False, num_warps=4))
     plans = {
-        "S4": [TritonParams(), TritonParams(BT=32, BV=32, fuse_o=False, num_warps=4)]
-        + [TritonParams(segments=s) for s in (4, 8, 16)]
-        + [TritonParams(segments=16, BV=32), TritonParams(segments=8, BT=32, BV=32, fuse_o=False, num_warps=4)],
-        "S2": [TritonParams()] + [TritonParams(segments=s) for s in (2, 4, 8)],
+        "S4": [TritonParams(), TritonParams(**nofuse32)] + [TritonParams(segments=s) for s in (4, 8, 16)]
+        + [TritonParams(segments=s, **nofuse32) for s in (4, 8)],
+        "S2": [TritonParams(), TritonParams(**nofuse32)] + [TritonParams(segments=s) for s in (2, 4)],
         "S1": [TritonParams(), TritonParams(segments=2)],
     }
     for shape, ps in plans.items():
         for p in ps:
             step(g.time_ours, shape, p, tag="seg")
     step(g.time_fla, "S4", "fla_gdp", "fwd")
-    for shape, ps in (("S4", [TritonParams(), TritonParams(segments=8), TritonParams(segments=16)]),
-                      ("S2", [TritonParams(), TritonParams(segments=4)])):
-        for p in ps:
-            step(g.time_ours, shape, p, mode="fwdbwd", tag="seg")
+    step(g.time_fla, "S2", "fla_gdp", "fwd")
+    for p in (TritonParams(), TritonParams(segments=8), TritonParams(segments=16)):
+        step(g.time_ours, "S4", p, mode="fwdbwd", tag="seg")
     step(g.time_fla, "S4", "fla_gdp", "fwdbwd")
     step(peak_mem, "S4", TritonParams())
     step(peak_mem, "S4", TritonParams(segments=8))
     step(peak_mem, "S4", None, "fla_gdp")
-    step(g.time_fla, "S2", "fla_gdp", "fwd")
-    step(g.time_fla, "S1", "fla_gdp", "fwd")
     step(peak_mem, "S1", TritonParams())
     step(peak_mem, "S1", None, "fla_gdp")
     g.report()

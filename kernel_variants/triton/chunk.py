@@ -16,6 +16,7 @@ Backward (``bwd_intra``):
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -130,17 +131,21 @@ def _dot_dtype(dtype: torch.dtype) -> tl.dtype:
     return {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}.get(dtype, tl.float32)
 
 
+@functools.lru_cache(maxsize=64)
 def _varlen_index(seqlens: tuple[int, ...], BT: int, device: torch.device
                   ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """chunk_indices [NC, 2] (sequence, chunk in sequence), chunk_offsets [N], NC."""
-    pairs: list[tuple[int, int]] = []
-    offsets: list[int] = []
-    for i, (bos, eos) in enumerate(zip(seqlens[:-1], seqlens[1:])):
-        offsets.append(len(pairs))
-        pairs.extend((i, c) for c in range(-(-(eos - bos) // BT)))
-    ci = torch.tensor(pairs, dtype=torch.int32, device=device)
-    co = torch.tensor(offsets, dtype=torch.int32, device=device)
-    return ci, co, len(pairs)
+    """chunk_indices [NC, 2] (sequence, chunk in sequence), chunk_offsets [N], NC. Built on the
+    CPU without a Python loop over chunks and copied once; cached per (lengths, BT, device), so a
+    model that repeats its packing (and the segments switch) pays no host work or copy again."""
+    lens = torch.tensor(seqlens, dtype=torch.int64).diff()
+    counts = (lens + BT - 1) // BT
+    offsets = torch.cumsum(counts, 0) - counts
+    NC = int(counts.sum())
+    seq = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    chunk = torch.arange(NC) - offsets[seq]
+    ci = torch.stack((seq, chunk), 1).to(torch.int32).to(device)
+    co = offsets.to(torch.int32).to(device)
+    return ci, co, NC
 
 
 def _index(T: int, seqlens: tuple[int, ...] | None, BT: int, device: torch.device

@@ -24,6 +24,8 @@ kernels' own backward, the loop's in PyTorch).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from kernel_variants.triton.chunk import ChunkEdaFunction, TritonParams, chunk_eda_fwd
@@ -46,19 +48,30 @@ def segment_bounds(bounds: tuple[int, ...], segments: int, BT: int) -> tuple[tup
     return tuple(out), counts
 
 
-def _entering_states(ht_ext: torch.Tensor, counts: list[int], V: int, h0: torch.Tensor | None,
-                     N: int, H: int, K: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """From [B | A] per segment ([NS, H, K, V + K], float32): the state entering each segment
-    [NS, H, K, V] and the final state of each sequence [N, H, K, V]."""
-    NS = ht_ext.shape[0]
-    dev = ht_ext.device
-    width = max(counts)
-    index = torch.full((N, width), NS, dtype=torch.long)
+@functools.lru_cache(maxsize=64)
+def _plan(bounds: tuple[int, ...], segments: int, BT: int, device: torch.device
+          ) -> tuple[tuple[int, ...], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pieces' boundaries (and as a device tensor) and, per sequence, the index of each of its
+    pieces (NS where a sequence has fewer than the most): built once per packing, then cached, so
+    that a call copies nothing from the host."""
+    seg, counts = segment_bounds(bounds, segments, BT)
+    NS = len(seg) - 1
+    index = torch.full((len(counts), max(counts)), NS, dtype=torch.long)
     start = 0
     for n, c in enumerate(counts):
         index[n, :c] = torch.arange(start, start + c)
         start += c
-    index = index.to(dev)
+    flat = (index < NS).flatten().nonzero().squeeze(1)  # the real pieces in the padded [N * width]
+    return seg, torch.tensor(seg, dtype=torch.int32).to(device), index.to(device), flat.to(device)
+
+
+def _entering_states(ht_ext: torch.Tensor, index: torch.Tensor, flat: torch.Tensor, V: int,
+                     h0: torch.Tensor | None,
+                     N: int, H: int, K: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """From [B | A] per segment ([NS, H, K, V + K], float32): the state entering each segment
+    [NS, H, K, V] and the final state of each sequence [N, H, K, V]."""
+    dev = ht_ext.device
+    width = index.shape[1]
     eye = torch.eye(K, dtype=ht_ext.dtype, device=dev).expand(1, H, K, K)
     A = torch.cat([ht_ext[..., V:], eye], 0)[index]                              # [N, width, H, K, K]
     Bm = torch.cat([ht_ext[..., :V], ht_ext.new_zeros(1, H, K, V)], 0)[index]    # [N, width, H, K, V]
@@ -67,7 +80,7 @@ def _entering_states(ht_ext: torch.Tensor, counts: list[int], V: int, h0: torch.
     for j in range(width):  # padded steps (A = I, B = 0) leave S as it is
         entering.append(S)
         S = torch.matmul(A[:, j], S) + Bm[:, j]
-    starts = torch.stack(entering, 1)[index < NS]                                # [NS, H, K, V]
+    starts = torch.stack(entering, 1).flatten(0, 1)[flat]                       # [NS, H, K, V]
     return starts, S
 
 
@@ -81,9 +94,8 @@ def chunk_eda_segmented(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: to
     V = v.shape[-1]
     bounds = seqlens if seqlens is not None else tuple(range(0, B * T + 1, T))
     N = len(bounds) - 1
-    seg, counts = segment_bounds(bounds, p.segments, p.BT)
+    seg, cu, index, flat = _plan(bounds, p.segments, p.BT, q.device)
     NS = len(seg) - 1
-    cu = torch.tensor(seg, dtype=torch.int32, device=q.device)
     TT = B * T
     qf, kf, vf, ef = (x.reshape(1, TT, H, x.shape[-1]) for x in (q, k, v, e))
     gf = g.reshape(1, TT, H) if g is not None else None
@@ -97,7 +109,7 @@ def chunk_eda_segmented(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: to
     if grad:
         _, ht_ext = ChunkEdaFunction.apply(qf, kf, v_ext, ef, gf, bf, gmf, scale, h_ext, True, cu, seg,
                                            p1, False)
-        starts, final = _entering_states(ht_ext, counts, V, h0, N, H, K)
+        starts, final = _entering_states(ht_ext, index, flat, V, h0, N, H, K)
         o, _ = ChunkEdaFunction.apply(qf, kf, vf, ef, gf, bf, gmf, scale, starts, False, cu, seg, p)
     else:
         cache: dict[str, torch.Tensor] = {}
@@ -105,7 +117,7 @@ def chunk_eda_segmented(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: to
                                   output=False, tm_cache=cache)
         assert ht_ext is not None
         del v_ext, h_ext
-        starts, final = _entering_states(ht_ext, counts, V, h0, N, H, K)
+        starts, final = _entering_states(ht_ext, index, flat, V, h0, N, H, K)
         o, _ = chunk_eda_fwd(qf, kf, vf, ef, gf, bf, gmf, scale, starts.contiguous(), False, cu, seg, p,
                              tm_cache=cache)
     assert o is not None
