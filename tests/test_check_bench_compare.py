@@ -129,6 +129,10 @@ def test_check_cut_short_keeps_the_rows_it_checked(tmp_path: Path, tiny_shapes: 
     assert report["partial"] is True and report["ok"]
     assert [(r["shape"], r["mode"], r["status"]) for r in report["rows"]] == [("t1", "fwd", "pass"),
                                                                               ("t1", "bwd", "pass")]
+    from eda_tune.bench.report import check_markdown
+
+    md = check_markdown(report)
+    assert md.startswith("# eda-tune check: PASS so far (cut short after 2 rows") and "not run" in md
 
 
 def test_check_unknown_backend_is_a_usage_error(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ reference, forward and backward (CPU: Triton's interpreter; GPU-marked tests at 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 import torch
@@ -245,3 +246,22 @@ def test_segment_bounds() -> None:
     assert segment_bounds((0, 77, 154), 4, 16) == ((0, 32, 64, 77, 109, 141, 154), [3, 3])
     # an empty sequence keeps one empty piece; a short one is one piece
     assert segment_bounds((0, 0, 10, 50), 2, 16) == ((0, 0, 10, 42, 50), [1, 1, 2])
+
+
+def test_default_segments_follow_the_problem() -> None:
+    """The default cuts sequences only where few programs run (S2, S4), and a partial config gets
+    the problem's default for what it leaves out."""
+    backend = TritonBackend()
+
+    def seg(**kw: Any) -> int:
+        problem = Problem(**{"dtype": "bfloat16", "device": "cuda", "K": 128, "V": 128, **kw})
+        return int(backend.default_config(problem)["segments"])
+
+    assert seg(B=8, T=4096, H=16) == 1       # S1: 256 programs
+    assert seg(B=2, T=16384, H=16) == 4      # S2: 64 programs
+    assert seg(B=1, T=32768, H=8) == 16      # S4: 16 programs
+    assert seg(B=1, T=2048, H=8) == 1        # short: not worth it
+    assert seg(B=1, T=65536, H=16, num_seqs=16) == 1  # V1: 512 programs
+    problem = Problem(B=1, T=32768, H=8, K=128, V=128, dtype="bfloat16", device="cuda")
+    assert backend.resolve_config(problem, {"BT": 32})["segments"] == 16
+    assert backend.resolve_config(problem, {"segments": 1})["segments"] == 1

@@ -137,6 +137,8 @@ def check_matrix(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
                 word = "FAIL" if "fail" in st else "ERROR"
             elif "pass" in st:
                 word = "pass" + (" (fwd)" if st.count("pass") < len(st) else "")
+            elif not st:
+                word = "not run"  # a run cut short (partial report)
             else:
                 word = "skip"
             line.append(word)
@@ -148,6 +150,8 @@ def check_markdown(report: Mapping[str, Any]) -> str:
     mh, mrows = check_matrix(report)
     h, rows = check_rows(report)
     status = "PASS" if report["ok"] else f"FAIL ({report['failures']} failing rows)"
+    if report.get("partial"):
+        status += f" so far (cut short after {len(report['rows'])} rows: the rest not run)"
     shape_rows = [[s["name"], s["B"], s["T"], s["H"], s["K"], s["V"], s["dtype"], s["gate"], s["num_seqs"],
                    s["initial_state"], s["final_state"]] for s in report["shapes"]]
     parts = [f"# eda-tune check: {status}", "", *_env_lines(report), "",

@@ -22,6 +22,23 @@ def triton_smem(BT: int, BK: int, BV: int, num_stages: int, K: int, dtype_bytes:
     return max(solve, out)
 
 
+def default_segments(problem: Problem, BV: int) -> int:
+    """How many pieces to cut each sequence into when no tuned config says: the state recurrence
+    runs one program per (sequence, head, V tile); with 64 or fewer of them and sequences of 16K
+    tokens or more, cut each sequence so that about 256 programs run (at most 16 pieces). On an
+    H200 (results/bench/segments_h200_run11.json) this took S4 (16 programs) from 5.74 ms to 1.60
+    (16 pieces) and S2 (64 programs) from 3.12 to 2.85 (4 pieces); S1 (256 programs) is slower cut."""
+    N = problem.num_seqs or problem.B
+    programs = N * problem.H * -(-problem.V // BV)
+    length = problem.T // problem.num_seqs if problem.num_seqs else problem.T  # mean sequence length
+    if programs > 64 or length < 16384:
+        return 1
+    seg = 1
+    while seg < 16 and programs * seg * 2 <= 256:
+        seg *= 2
+    return seg
+
+
 class TritonBackend(Backend):
     """EDA chunk kernels in Triton, forward and backward (kernel_variants/triton/NOTES.md).
 
@@ -56,6 +73,17 @@ class TritonBackend(Backend):
         if problem.K > 256 or problem.V > 256:
             return False, f"K and V must be <= 256 but got K = {problem.K}, V = {problem.V}"
         return True, ""
+
+    def default_config(self, problem: Problem) -> Config:
+        """The search space's default, with ``segments`` chosen for the problem (see
+        ``default_segments``) where the space admits it."""
+        cfg = super().default_config(problem)
+        seg = default_segments(problem, int(cfg["BV"]))
+        if seg != cfg["segments"]:
+            values = {**cfg.to_dict(), "segments": seg}
+            if self.check_config(problem, values)[0]:
+                return Config.from_dict(values)
+        return cfg
 
     def constraint_vars_names(self) -> list[str]:
         return ["triton_smem"]
