@@ -36,36 +36,6 @@ def step(f, *a, **kw):
     return g.guarded(f, *a, **kw)
 
 
-def peak_mem(shape: str, p: TritonParams | None, which: str = "triton") -> None:
-    """Peak extra memory of one forward+backward (ours with config p, or a baseline)."""
-    B, T, H, D = g.SHAPES[shape]
-    d = g.inputs(B, T, H, D, D, torch.bfloat16, grad=True)
-    do = torch.randn(B, T, H, D, device=g.DEV, dtype=torch.bfloat16)
-    if which == "triton":
-        def run():
-            o, _ = g.ours(d, p, final=False)
-            o.backward(do)
-    else:
-        from eda_tune.bench.baselines import BASELINES
-        from eda_tune.problem import Problem
-        fn = BASELINES[which].build(Problem(B=B, T=T, H=H, K=D, V=D, dtype="bfloat16"))
-
-        def run():
-            o, _ = fn(**{n: d[n] for n in g.NAMES})
-            o.backward(do)
-    run()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    run()
-    torch.cuda.synchronize()
-    rec = {"shape": shape, "impl": which, "config": p.__dict__ if p is not None else None,
-           "peak_extra_MiB": (torch.cuda.max_memory_allocated() - base) / 2**20}
-    g.RES["memory"].append(rec)
-    g.save()
-    g.log("mem", rec)
-
-
 def main() -> None:
     bf = torch.bfloat16
     d8 = TritonParams(segments=8)
@@ -87,11 +57,11 @@ def main() -> None:
     for p in (TritonParams(), TritonParams(segments=8), TritonParams(segments=16)):
         step(g.time_ours, "S4", p, mode="fwdbwd", tag="seg")
     step(g.time_fla, "S4", "fla_gdp", "fwdbwd")
-    step(peak_mem, "S4", TritonParams())
-    step(peak_mem, "S4", TritonParams(segments=8))
-    step(peak_mem, "S4", None, "fla_gdp")
-    step(peak_mem, "S1", TritonParams())
-    step(peak_mem, "S1", None, "fla_gdp")
+    step(g.peak_mem, "S4", "triton", TritonParams())
+    step(g.peak_mem, "S4", "triton", TritonParams(segments=8))
+    step(g.peak_mem, "S4", "fla_gdp")
+    step(g.peak_mem, "S1", "triton", TritonParams())
+    step(g.peak_mem, "S1", "fla_gdp")
     g.report()
 
 

@@ -206,13 +206,15 @@ def time_fla(shape, which="fla_gdp", mode="fwd"):
     return rec
 
 
-def peak_mem(shape, which):
+def peak_mem(shape, which, p=DEFAULT):
+    """Peak extra memory of one forward+backward: ours (``which == "triton"``, config ``p``) or a
+    baseline of eda_tune.bench.baselines."""
     B, T, H, D = SHAPES[shape]
     d = inputs(B, T, H, D, D, torch.bfloat16, grad=True)
     do = torch.randn(B, T, H, D, device=DEV, dtype=torch.bfloat16)
     if which == "triton":
         def run():
-            o, _ = ours(d, DEFAULT, final=False)
+            o, _ = ours(d, p, final=False)
             o.backward(do)
     else:
         from eda_tune.bench.baselines import BASELINES
@@ -227,7 +229,8 @@ def peak_mem(shape, which):
     base = torch.cuda.memory_allocated()
     run()
     torch.cuda.synchronize()
-    rec = {"shape": shape, "impl": which, "peak_extra_MiB": (torch.cuda.max_memory_allocated() - base) / 2**20}
+    rec = {"shape": shape, "impl": which, "config": p.__dict__ if which == "triton" else None,
+           "peak_extra_MiB": (torch.cuda.max_memory_allocated() - base) / 2**20}
     RES["memory"].append(rec)
     save()
     log("mem", rec)

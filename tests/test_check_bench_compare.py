@@ -71,6 +71,23 @@ def wrong_backend():
         unregister(b.name)
 
 
+def _die_on_third_call(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make the third call of eda_tune.bench.runner.<name> raise KeyboardInterrupt: what a SIGINT
+    or a time limit looks like from inside a run."""
+    import eda_tune.bench.runner as runner
+
+    real = getattr(runner, name)
+    calls = {"n": 0}
+
+    def dies_on_third(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, name, dies_on_third)
+
+
 def _bench(args: list[str]) -> int:
     return main(["bench", "--warmup-ms", "1", "--rep-ms", "5", "--no-ceilings", *args])
 
@@ -111,18 +128,7 @@ def test_check_fails_on_a_wrong_backend(tmp_path: Path, tiny_shapes: str, wrong_
 def test_check_cut_short_keeps_the_rows_it_checked(tmp_path: Path, tiny_shapes: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A check killed mid-way (a time limit) still leaves check.json with every finished row."""
-    import eda_tune.bench.runner as runner
-
-    real = runner.check_target
-    calls = {"n": 0}
-
-    def dies_on_third(*args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(runner, "check_target", dies_on_third)
+    _die_on_third_call(monkeypatch, "check_target")
     out = tmp_path / "check"
     assert main(["check", "--backends", "torch", "--shapes", tiny_shapes, "--out", str(out)]) == 130
     report = json.loads((out / "check.json").read_text())
@@ -196,18 +202,7 @@ def test_bench_writes_json_md_and_png(tmp_path: Path, tiny_shapes: str) -> None:
 def test_bench_cut_short_keeps_the_rows_it_measured(tmp_path: Path, tiny_shapes: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A run killed mid-way (a time limit) still leaves bench.json with every finished row."""
-    import eda_tune.bench.runner as runner
-
-    real = runner.bench_target
-    calls = {"n": 0}
-
-    def dies_on_third(*args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt  # what a SIGINT/time limit looks like from inside
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(runner, "bench_target", dies_on_third)
+    _die_on_third_call(monkeypatch, "bench_target")
     out = tmp_path / "bench"
     assert _bench(["--backends", "torch", "--shapes", tiny_shapes, "--out", str(out)]) == 130
     report = json.loads((out / "bench.json").read_text())
