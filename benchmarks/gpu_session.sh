@@ -11,9 +11,13 @@
 #   CHECK_S  `eda-tune check` of CHECK_BACKENDS (default: every backend and fla) at CHECK_ONLY shapes
 #            (default: all of its GPU set); reports in $OUT/check;
 #   TL_S     benchmarks/gpu_tilelang_check.py (TileLang configs checked, then timed at S1);
-#   COLD_S   benchmarks/tuner_bench.py cold-start (first call at S1 in a fresh process).
+#   COLD_S   benchmarks/tuner_bench.py cold-start (first call at S1 in a fresh process);
+#   EFF_S    benchmarks/tuner_bench.py efficiency: the triton grid at S1 with EFF_FIX pinned
+#            (resumable: results/studies/<slug>-efficiency.db, back as $OUT/eff.db), then TPE and
+#            random replayed against it.
 # fla's autotuning (about 75 s per shape class) is cached by Triton: the results (not the compiled
-# kernels) come back as $OUT/autotune.tgz; put it in .tcache/ and carry .tcache to skip it next time.
+# kernels) come back as $OUT/autotune.tgz; put it in .tcache/ and carry .tcache to skip it next time
+# (without one, benchmarks/cache/fla_autotune_<slug>.tgz, committed from an earlier call, is used).
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p /tmp/site && tar -C /tmp/site -xJf .device/bundle.tar.xz
@@ -21,12 +25,16 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
 export OUT
 mkdir -p .tune "$OUT/res" .tcache/triton
-export TRITON_CACHE_DIR=$PWD/.tcache/triton
-[ -f .tcache/autotune.tgz ] && tar -C .tcache/triton -xzf .tcache/autotune.tgz
 LOG="$OUT/run.log"
 nvidia-smi -L | tee -a "$LOG"
-# resume the committed studies of this card unless a storage was carried in .tune/
 SLUG=$(python3 -c 'from eda_tune.hardware import detect; print(detect("cuda").slug)')
+export TRITON_CACHE_DIR=$PWD/.tcache/triton
+if [ -f .tcache/autotune.tgz ]; then
+  tar -C .tcache/triton -xzf .tcache/autotune.tgz
+elif [ -f "benchmarks/cache/fla_autotune_${SLUG}.tgz" ]; then
+  tar -C .tcache/triton -xzf "benchmarks/cache/fla_autotune_${SLUG}.tgz"
+fi
+# resume the committed studies of this card unless a storage was carried in .tune/
 if [ ! -f .tune/studies.db ] && [ -f "results/studies/${SLUG}.db" ]; then
   cp "results/studies/${SLUG}.db" .tune/studies.db
   echo "resuming results/studies/${SLUG}.db" | tee -a "$LOG"
@@ -71,6 +79,14 @@ if [ "${COLD_S:-0}" -gt 0 ]; then
   timeout "$COLD_S" python3 benchmarks/tuner_bench.py cold-start --backends "${COLD_BACKENDS:-triton}" \
     --json "$OUT/tuner_cold_start.json" >> "$LOG" 2>&1
   echo "cold start: rc $?" | tee -a "$LOG"
+fi
+if [ "${EFF_S:-0}" -gt 0 ]; then
+  [ -f .tune/eff.db ] || cp "results/studies/${SLUG}-efficiency.db" .tune/eff.db 2>/dev/null
+  timeout "$EFF_S" python3 benchmarks/tuner_bench.py efficiency --backend triton --shape S1 \
+    --fix "${EFF_FIX:-BK=64,num_stages=2,warps_h=4,segments=1,delta=tm}" --storage sqlite:///.tune/eff.db \
+    --budget $(( EFF_S - 40 )) --trial-timeout 60 --json "$OUT/tuner_efficiency.json" >> "$LOG" 2>&1
+  echo "efficiency: rc $?" | tee -a "$LOG"
+  cp .tune/eff.db "$OUT/" 2>/dev/null
 fi
 (cd .tcache/triton && find . -name '*.autotune.json' | tar -czf "$OUT/autotune.tgz" -T -) 2>/dev/null
 grep -E "^\[|rc |best|S[1-5]|V1|ERROR|Error|passed|failed" "$LOG" | tail -60
