@@ -265,3 +265,12 @@ def test_default_segments_follow_the_problem() -> None:
     problem = Problem(B=1, T=32768, H=8, K=128, V=128, dtype="bfloat16", device="cuda")
     assert backend.resolve_config(problem, {"BT": 32})["segments"] == 16
     assert backend.resolve_config(problem, {"segments": 1})["segments"] == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_gpu_bf16_segments_forward_backward() -> None:
+    """segments on the GPU: 16-bit dots in both passes, every gradient through the join."""
+    problem = Problem(B=1, T=2000, H=4, K=128, V=128, dtype="bfloat16", initial_state=True,
+                      final_state=True, training=True, device="cuda")
+    _check(problem, TritonParams(segments=8), seed=23, grads=True, tol=2e-2)
