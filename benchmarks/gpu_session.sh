@@ -11,6 +11,8 @@
 #   CHECK_S  `eda-tune check` of CHECK_BACKENDS (default: every backend and fla) at CHECK_ONLY shapes
 #            (default: all of its GPU set); reports in $OUT/check;
 #   TL_S     benchmarks/gpu_tilelang_check.py (TileLang configs checked, then timed at S1);
+#   COMPARE  1: compare that bench against results/bench/<slug>.json and results/<slug>.yaml (as the
+#            GPU CI workflow does; reports in $OUT/compare.tgz);
 #   COLD_S   benchmarks/tuner_bench.py cold-start (first call at S1 in a fresh process);
 #   EFF_S    benchmarks/tuner_bench.py efficiency: the triton grid at S1 with EFF_FIX pinned
 #            (resumable: results/studies/<slug>-efficiency.db, back as $OUT/eff.db), then TPE and
@@ -74,6 +76,16 @@ if [ "${CHECK_S:-0}" -gt 0 ]; then
   timeout "$CHECK_S" python3 -m eda_tune check ${CHECK_BACKENDS:+--backends "$CHECK_BACKENDS"} ${CHECK_ONLY:+--only "$CHECK_ONLY"} \
     --out "$OUT/check" >> "$LOG" 2>&1
   echo "check: rc $?" | tee -a "$LOG"
+fi
+if [ "${COMPARE:-0}" = 1 ] && [ -f "$OUT/bench/bench.json" ]; then
+  # the workflow's last step: this bench against the committed bench and results of the card
+  python3 -m eda_tune compare "results/bench/${SLUG}.json" "$OUT/bench/bench.json" --threshold 0.10 \
+    --out /tmp/compare/bench >> "$LOG" 2>&1
+  echo "compare (bench): rc $?" | tee -a "$LOG"
+  python3 -m eda_tune compare "results/${SLUG}.yaml" "$OUT/bench/bench.json" --threshold 0.10 \
+    --out /tmp/compare/results >> "$LOG" 2>&1
+  echo "compare (results): rc $?" | tee -a "$LOG"
+  tar -C /tmp -czf "$OUT/compare.tgz" compare  # one file: at most 8 come back from $OUT
 fi
 if [ "${COLD_S:-0}" -gt 0 ]; then
   timeout "$COLD_S" python3 benchmarks/tuner_bench.py cold-start --backends "${COLD_BACKENDS:-triton}" \
