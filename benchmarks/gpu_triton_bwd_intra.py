@@ -77,13 +77,22 @@ def timing(p: TritonParams, tag: str) -> None:
     for s in (1, 2, 3):
         rec[f"bwd_ms_stages{s}"] = bench(lambda s=s: chunk_eda_bwd_triton(
             *a[:7], D ** -0.5, None, None, None, do, None, p, stages=s))
+    for x in xs:
+        x.grad = None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    rec["peak_extra_MiB"] = (torch.cuda.max_memory_allocated() - base) / 2**20  # over inputs and do
     rec["intra_ms"] = rec["bwd_ms_stages3"] - rec["bwd_ms_stages2"]
     rec["recurrence_ms"] = rec["bwd_ms_stages2"] - rec["bwd_ms_stages1"]
     RES["timings"].append(rec)
     save()
     print(f"[{time.time() - T0:6.1f}s] time {tag} {p.bwd_intra}/{p.bwd_rec}: fwd+bwd {rec['fwdbwd_ms']:.3f} ms, bwd "
           f"{rec['bwd_ms_stages3']:.3f} ms (recompute {rec['bwd_ms_stages1']:.3f}, recurrence "
-          f"{rec['recurrence_ms']:.3f}, intra {rec['intra_ms']:.3f})", flush=True)
+          f"{rec['recurrence_ms']:.3f}, intra {rec['intra_ms']:.3f}), peak +{rec['peak_extra_MiB']:.0f} MiB",
+          flush=True)
 
 
 def guarded(f, *a) -> None:
@@ -106,12 +115,15 @@ def main() -> None:
     }
     base = TritonParams() if CUDA else TritonParams(BT=16, BK=32, BV=16)
     for name, problem in checks.items():
-        for kw in ({}, {"bwd_rec": "fused"}, {"bwd_intra": "triton2"}):
+        for kw in ({}, {"bwd_rec": "fused"}, {"bwd_intra": "triton2"}, {"bwd_scratch": "half"}):
+            if kw.get("bwd_scratch") == "half" and problem.dtype == "float32":
+                continue  # 16-bit scratch is for 16-bit inputs
             guarded(check, name, problem, replace(base, **kw))
     if not CUDA:
         return
     # the backward's pieces around the default (BT 16, bwd_rec split): recurrence variants, tiles, warps
-    for tag, kw in (("default", {}), ("fused", {"bwd_rec": "fused"}), ("BV32", {"BV": 32}),
+    for tag, kw in (("default", {}), ("scratch_half", {"bwd_scratch": "half"}),
+                    ("fused", {"bwd_rec": "fused"}), ("BV32", {"BV": 32}),
                     ("warps_h8", {"warps_h": 8}), ("BT32", {"BT": 32, "fuse_o": False}),
                     ("warps_bwd8", {"warps_bwd": 8}), ("triton2", {"bwd_intra": "triton2"})):
         guarded(timing, replace(TritonParams(), **kw), tag)

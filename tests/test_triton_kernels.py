@@ -274,3 +274,28 @@ def test_gpu_bf16_segments_forward_backward() -> None:
     problem = Problem(B=1, T=2000, H=4, K=128, V=128, dtype="bfloat16", initial_state=True,
                       final_state=True, training=True, device="cuda")
     _check(problem, TritonParams(segments=8), seed=23, grads=True, tol=2e-2)
+
+
+@pytest.mark.parametrize("dtype,tol", [("bfloat16", 2e-2), ("float16", 1e-3)])
+def test_backward_half_scratch(dtype: str, tol: float) -> None:
+    """bwd_scratch "half": the per-chunk gradients between the grad and intra kernels in the 16-bit
+    input dtype. Every gradient still matches the float64 reference (looser than fp32 scratch in
+    bf16: about 1.4x the error at this shape), and the switch does change what runs."""
+    problem = Problem(B=1, T=70, H=2, K=32, V=48, dtype=dtype, initial_state=True, final_state=True,
+                      training=True, device=DEVICE)
+    params = TritonParams(BT=16, BK=32, BV=16, bwd_scratch="half")
+    _check(problem, params, seed=3, grads=True, tol=tol)
+    grads = []
+    for p in (params, TritonParams(BT=16, BK=32, BV=16)):
+        inputs = make_inputs(problem, seed=3, device=DEVICE, requires_grad=True)
+        o, _ = _run(inputs, p)
+        grads.append(torch.autograd.grad(o.float().sum(), inputs["k"])[0])
+    assert not torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_gpu_bf16_half_scratch() -> None:
+    problem = Problem(B=2, T=300, H=4, K=128, V=128, dtype="bfloat16", initial_state=True,
+                      final_state=True, training=True, device="cuda")
+    _check(problem, TritonParams(bwd_scratch="half"), seed=24, grads=True, tol=2e-2)

@@ -68,6 +68,7 @@ class TritonParams:
     bwd_rec: str = "split"
     warps_bwd: int = 4
     segments: int = 1
+    bwd_scratch: str = "fp32"
 
     @classmethod
     def from_config(cls, config: Any) -> TritonParams:
@@ -77,7 +78,7 @@ class TritonParams:
                    bwd_solver=str(config["bwd_solver"]), fuse_o=bool(config["fuse_o"]),
                    bwd_intra=str(config["bwd_intra"]), delta=str(config["delta"]),
                    bwd_rec=str(config["bwd_rec"]), warps_bwd=int(config["warps_bwd"]),
-                   segments=int(config["segments"]))
+                   segments=int(config["segments"]), bwd_scratch=str(config["bwd_scratch"]))
 
 
 def _pad_k(K: int) -> int:
@@ -377,7 +378,10 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
     if stages <= 1:
         return (None,) * 8
 
-    dU = torch.empty(B, H, NCT, NR, V, dtype=f32, device=q.device)
+    # bwd_scratch "half": the per-chunk gradients (dU, dW, dQg, dAqk, dKd) in the 16-bit input
+    # dtype (half the bytes the grad kernel writes and the intra kernel reads; both compute in fp32)
+    gdt = sdt if p.bwd_rec == "split" and p.bwd_scratch == "half" else f32
+    dU = torch.empty(B, H, NCT, NR, V, dtype=gdt, device=q.device)
     dh0 = torch.empty(N, H, K, V, dtype=f32, device=q.device)
     dht_ = dht.to(f32).contiguous() if dht is not None else None
     bufs: dict[str, torch.Tensor] = {}
@@ -415,10 +419,10 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
     if p.bwd_rec == "split":
         # sequential dS only (stored per chunk), then every other gradient per chunk in parallel
         bufs.update(dh=torch.empty(B, H, NCT, K, V, dtype=sdt, device=q.device),
-                    dW=torch.empty(B, H, NCT, NR, K, dtype=f32, device=q.device),
-                    dQg=torch.empty(B, H, NCT, BT, K, dtype=f32, device=q.device),
-                    dA=torch.empty(B, H, NCT, BT, NR, dtype=f32, device=q.device),
-                    dKd=torch.empty(B, H, NCT, NR, K, dtype=f32, device=q.device),
+                    dW=torch.empty(B, H, NCT, NR, K, dtype=gdt, device=q.device),
+                    dQg=torch.empty(B, H, NCT, BT, K, dtype=gdt, device=q.device),
+                    dA=torch.empty(B, H, NCT, BT, NR, dtype=gdt, device=q.device),
+                    dKd=torch.empty(B, H, NCT, NR, K, dtype=gdt, device=q.device),
                     ddec=torch.empty(B, H, NCT, dtype=f32, device=q.device))
         _with_fallback(launch_dh, BV, p.num_stages)
         _with_fallback(launch_grad, BV, p.num_stages)

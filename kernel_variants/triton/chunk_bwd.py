@@ -331,7 +331,7 @@ def eda_bwd_intra_kernel(
         b_kap = _load_kappa(k, e, tok, i_h, ev, m_r, o_k, m_k, H, K).to(tl.float32)
         b_q = tl.load(q + (tokq * H + i_h)[:, None] * K + o_k[None, :],
                       mask=m_t[:, None] & m_k[None, :], other=0.).to(tl.float32)
-        b_dw = tl.load(dw + p_rows * K + o_k[None, :], mask=m_k[None, :], other=0.)
+        b_dw = tl.load(dw + p_rows * K + o_k[None, :], mask=m_k[None, :], other=0.).to(tl.float32)
         b_KK += tl.dot(b_kap.to(DT), tl.trans(b_kap.to(DT)), input_precision=PREC)
         b_QK += tl.dot(b_q.to(DT), tl.trans(b_kap.to(DT)), input_precision=PREC)
         b_dR += tl.dot(b_dw, tl.trans(b_kap * b_bg[:, None]), input_precision=PREC)
@@ -340,7 +340,7 @@ def eda_bwd_intra_kernel(
         m_v = o_v < V
         b_nu = tl.load(v + (tok * H + i_h)[:, None] * V + o_v[None, :],
                        mask=(m_r & (~ev))[:, None] & m_v[None, :], other=0.).to(tl.float32)
-        b_du = tl.load(du + p_rows * V + o_v[None, :], mask=m_v[None, :], other=0.)
+        b_du = tl.load(du + p_rows * V + o_v[None, :], mask=m_v[None, :], other=0.).to(tl.float32)
         b_dR += tl.dot(b_du, tl.trans(b_nu * b_b[:, None]), input_precision=PREC)
 
     b_An = tl.where(m_A, b_KK * b_D, 0.)
@@ -359,7 +359,7 @@ def eda_bwd_intra_kernel(
     b_dKK = b_dA * b_b[:, None] * b_D
     b_dKKs = b_dKK + tl.trans(b_dKK)
 
-    b_dA_qk = tl.load(daqk + (sc * BT + o_t)[:, None] * NR + o_r[None, :])
+    b_dA_qk = tl.load(daqk + (sc * BT + o_t)[:, None] * NR + o_r[None, :]).to(tl.float32)
     b_dA_qk = tl.where(m_Q, b_dA_qk, 0.)
     b_Aqk = b_QK * scale * b_Dq
     b_Pq = b_dA_qk * b_Aqk
@@ -375,17 +375,17 @@ def eda_bwd_intra_kernel(
         b_kap = _load_kappa(k, e, tok, i_h, ev, m_r, o_k, m_k, H, K).to(tl.float32)
         b_q = tl.load(q + (tokq * H + i_h)[:, None] * K + o_k[None, :],
                       mask=m_t[:, None] & m_k[None, :], other=0.).to(tl.float32)
-        b_dw = tl.load(dw + p_rows * K + o_k[None, :], mask=m_k[None, :], other=0.)
+        b_dw = tl.load(dw + p_rows * K + o_k[None, :], mask=m_k[None, :], other=0.).to(tl.float32)
         b_dbk = tl.dot(b_RT, b_dw, input_precision=PREC)
         b_dbg += tl.sum(b_dbk * b_kap, axis=1)
         b_dkap = b_dbk * b_bg[:, None]
         b_dkap += tl.dot(b_dKKs, b_kap, input_precision=PREC)
         b_dkap += tl.dot(tl.trans(b_E), b_q, input_precision=PREC)
         b_dq = tl.dot(b_E, b_kap, input_precision=PREC)
-        b_dqg = tl.load(dqg + (sc * BT + o_t)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.)
+        b_dqg = tl.load(dqg + (sc * BT + o_t)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.).to(tl.float32)
         b_dq += b_dqg * (scale * b_egq)[:, None]
         b_dgq += tl.sum(b_dqg * b_q, axis=1) * scale * b_egq
-        b_dkd = tl.load(dkd + p_rows * K + o_k[None, :], mask=m_k[None, :], other=0.)
+        b_dkd = tl.load(dkd + p_rows * K + o_k[None, :], mask=m_k[None, :], other=0.).to(tl.float32)
         b_dkap += b_dkd * b_ekd[:, None]
         b_c = tl.sum(b_dkd * b_kap, axis=1) * b_ekd
         b_dGn += tl.sum(b_c, axis=0)
@@ -404,7 +404,7 @@ def eda_bwd_intra_kernel(
         m_v = o_v < V
         p_v = (tok * H + i_h)[:, None] * V + o_v[None, :]
         b_nu = tl.load(v + p_v, mask=(m_r & (~ev))[:, None] & m_v[None, :], other=0.).to(tl.float32)
-        b_du = tl.load(du + p_rows * V + o_v[None, :], mask=m_v[None, :], other=0.)
+        b_du = tl.load(du + p_rows * V + o_v[None, :], mask=m_v[None, :], other=0.).to(tl.float32)
         b_dnu = tl.dot(b_RT, b_du, input_precision=PREC)
         b_db += tl.sum(b_dnu * b_nu, axis=1)
         tl.store(dv + p_v, (b_dnu * b_b[:, None]).to(dv.dtype.element_ty),
@@ -579,8 +579,8 @@ def eda_bwd_intra2_kernel(
     b_Dq1 = tl.exp(tl.where(m_Q1, b_gq[:, None] - b_G1[None, :], 0.))
     b_Dq2 = tl.exp(tl.where(m_Q2, b_gq[:, None] - b_G2[None, :], 0.))
     p_da = daqk + (sc * BT + o_t)[:, None] * NR
-    b_dAq1 = tl.where(m_Q1, tl.load(p_da + o_h[None, :]), 0.)
-    b_dAq2 = tl.where(m_Q2, tl.load(p_da + NH + o_h[None, :]), 0.)
+    b_dAq1 = tl.where(m_Q1, tl.load(p_da + o_h[None, :]).to(tl.float32), 0.)
+    b_dAq2 = tl.where(m_Q2, tl.load(p_da + NH + o_h[None, :]).to(tl.float32), 0.)
     b_Pq1 = b_dAq1 * b_QK1 * scale * b_Dq1
     b_Pq2 = b_dAq2 * b_QK2 * scale * b_Dq2
     b_dgq = tl.sum(b_Pq1, axis=1) + tl.sum(b_Pq2, axis=1)
@@ -628,11 +628,11 @@ def eda_bwd_intra2_kernel(
         b_dk1 += tl.dot(b_E1t, b_qd, input_precision=PREC)
         b_dk2 += tl.dot(b_E2t, b_qd, input_precision=PREC)
         b_dq = tl.dot(b_E1d, b_k1d, input_precision=PREC) + tl.dot(b_E2d, b_k2d, input_precision=PREC)
-        b_dqg = tl.load(dqg + (sc * BT + o_t)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.)
+        b_dqg = tl.load(dqg + (sc * BT + o_t)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.).to(tl.float32)
         b_dq += b_dqg * (scale * b_egq)[:, None]
         b_dgq += tl.sum(b_dqg * b_q, axis=1) * scale * b_egq
-        b_dkd1 = tl.load(dkd + p_r1 * K + o_k[None, :], mask=m_k[None, :], other=0.)
-        b_dkd2 = tl.load(dkd + p_r2 * K + o_k[None, :], mask=m_k[None, :], other=0.)
+        b_dkd1 = tl.load(dkd + p_r1 * K + o_k[None, :], mask=m_k[None, :], other=0.).to(tl.float32)
+        b_dkd2 = tl.load(dkd + p_r2 * K + o_k[None, :], mask=m_k[None, :], other=0.).to(tl.float32)
         b_dk1 += b_dkd1 * b_ekd1[:, None]
         b_dk2 += b_dkd2 * b_ekd2[:, None]
         b_c1 = tl.sum(b_dkd1 * b_k1, axis=1) * b_ekd1
