@@ -369,3 +369,25 @@ def test_a_class_keeps_the_problem_it_was_tuned_on(tmp_path: Path, capsys: pytes
     assert "skipped t2 torch" in err and "tuned the problem" in err
     entry = next(iter(R.load(tmp_path / "r.yaml").entries.values()))
     assert entry.shape == "t1" and entry.problem is not None and entry.problem.B == 1
+
+
+def test_refresh_retimes_without_new_trials(tmp_path: Path) -> None:
+    """--refresh: no new trial; the stored best and the default are checked and timed again and the
+    results say so (remeasured), the trial count unchanged."""
+    storage = f"sqlite:///{tmp_path}/studies.db"
+    out = tmp_path / "res.yaml"
+    argv = ["tune", "--shapes", _shapes(tmp_path), "--backends", "torch", "--storage", storage,
+            "--results", str(out), "--sampler", "random", *FAST]
+    assert cli.main([*argv, "--trials", "2"]) == 0
+    before = len(_study(storage, "torch").trials)
+    key = ShapeClass.of(Problem(**{k: v for k, v in TINY.items() if k != "name"}, device="cpu")).key
+    first = R.load(out).entries[key].backends["torch"]
+    first_at = first.extra.get("tuned_at")
+    time.sleep(1.1)  # tuned_at has a resolution of a second
+    assert cli.main([*argv, "--trials", "9", "--refresh"]) == 0
+    assert len(_study(storage, "torch").trials) == before  # --trials is ignored: nothing new ran
+    again = R.load(out).entries[key].backends["torch"]
+    assert again.trials == first.trials == 2
+    assert again.extra.get("remeasured") is True and again.extra.get("tuned_at") != first_at
+    assert again.time_ms is not None and again.default_time_ms is not None
+    assert again.time_ms <= again.default_time_ms

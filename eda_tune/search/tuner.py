@@ -137,6 +137,7 @@ class TuneOptions:
     check_heads: int = 2
     check_T: int = 1024
     remeasure: bool = True                # re-time best and default back to back after the study
+    refresh: bool = False                 # no new trials: re-time the stored best and today's default
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -256,7 +257,7 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
     best = _best(study)
     if progress:
         progress(done, opts.trials, best)
-    while done < opts.trials:
+    while done < opts.trials and not opts.refresh:
         if deadline is not None and time.monotonic() > deadline:
             log.info("study %s: --timeout reached after %d trials", name, done)
             break
@@ -328,35 +329,40 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
         if progress:
             progress(done, opts.trials, best)
     outcome = _outcome(study, name, backend, cls, problem, shape, default_cfg, ran, opts)
-    if recorded and ran == 0:
+    if recorded and ran == 0 and not opts.refresh:
         outcome.unchanged = True
-    elif opts.remeasure:
-        _remeasure(outcome, backend, problem, default_cfg, opts, runner)
+    elif opts.remeasure or opts.refresh:
+        _remeasure(outcome, backend, problem, default_cfg, opts, runner, force=opts.refresh)
     return outcome
 
 
 def _remeasure(outcome: StudyOutcome, backend: Backend, problem: Problem, default_cfg: Config,
-               opts: TuneOptions, runner: Runner) -> None:
+               opts: TuneOptions, runner: Runner, force: bool = False) -> None:
     """Time the best and the default config again, alternating, in one warm worker: trial times
     come from workers in different states (the first trial of a fresh process runs cold), so the
-    ratio that the results report is measured back to back. The faster of the two is kept."""
-    if outcome.best_config is None or outcome.default_time_ms is None:
+    ratio that the results report is measured back to back. The faster of the two is kept.
+    ``force`` (``--refresh``): also when the default is the best, or was never timed in this study
+    (a default that changed since), so that every figure the results give is from this run."""
+    if outcome.best_config is None or (outcome.default_time_ms is None and not force):
         return
     best_cfg = Config.from_dict(outcome.best_config)
-    if best_cfg.key == default_cfg.key:
+    if best_cfg.key == default_cfg.key and not force:
         return
     base = {"backend": backend.name, "backend_spec": backend_spec(backend), "problem": problem.to_dict(),
             "seed": opts.seed, "check_heads": opts.check_heads, "check_T": opts.check_T,
             "warmup_ms": opts.warmup_ms, "rep_ms": opts.rep_ms}
     times: dict[str, list[float]] = {"best": [], "default": []}
+    pairs = [("best", best_cfg), ("default", default_cfg)] if best_cfg.key != default_cfg.key else [
+        ("default", default_cfg)]
     for _ in range(2):
-        for which, cfg in (("best", best_cfg), ("default", default_cfg)):
+        for which, cfg in pairs:
             r = runner.run({**base, "config": cfg.to_dict()}, opts.trial_timeout)
             if not r.get("ok"):
                 log.warning("re-measuring %s config of %s failed: %s", which, outcome.study_name, r.get("reason"))
                 return
             times[which].append(float(r["time_ms"]))
-    best_ms, default_ms = min(times["best"]), min(times["default"])
+    default_ms = min(times["default"])
+    best_ms = min(times["best"]) if times["best"] else default_ms
     outcome.extra["trial_time_ms"] = round(float(outcome.best_time_ms or 0.0), 6)
     outcome.default_time_ms = default_ms
     if best_ms <= default_ms:
