@@ -160,17 +160,22 @@ def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
                   g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, scale: float,
                   h0: torch.Tensor | None, output_final_state: bool, cu_seqlens: torch.Tensor | None,
                   seqlens: tuple[int, ...] | None, p: TritonParams, stages: int = 3,
-                  output: bool = True, tm_cache: dict[str, torch.Tensor] | None = None
-                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                  output: bool = True, tm_cache: dict[str, torch.Tensor] | None = None,
+                  v_pad: int = 0) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """q, k, e [B, T, H, K]; v [B, T, H, V]. Returns o [B, T, H, V] and the final state or None.
 
     ``stages`` < 3 runs only the first kernels (for timing the pieces; the output is then garbage).
     ``output=False`` runs the state recurrence for the final state alone (o is None). With
     ``delta: tm``, ``tm_cache`` keeps the chunk inverse (it depends on k, e, g, beta, gamma and the
     chunking, not on v or the state): a second call with the same dict and inputs reuses it.
+    ``v_pad`` (``delta: tm``, no output): the state has that many columns after v's, with zero
+    values (h0 and the final state are [.., K, V + v_pad]): segmented.py's [v | 0] without a copy.
     """
     B, T, H, K = q.shape
-    V = v.shape[-1]
+    VR = v.shape[-1]
+    V = VR + v_pad
+    if v_pad and (output or p.delta != "tm"):
+        raise ValueError("v_pad needs delta 'tm' and output=False")
     BT = p.BT
     NR = 2 * BT
     N = B if seqlens is None else len(seqlens) - 1
@@ -229,7 +234,7 @@ def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
         h0_, ht_ = h0 if h0 is not None else dummy, ht if ht is not None else dummy
         if use_tm:
             eda_fwd_h2_kernel[grid](q, k, e, v, g_, beta, gamma, tm, h, vn, h0_, ht_, o_, scale,
-                                    cu_seqlens, co, T, NCT, **common)
+                                    cu_seqlens, co, T, NCT, VR=VR, **common)
         else:
             eda_fwd_h_kernel[grid](q, k, e, g_, w, u, dummy, dummy, h, vn, h0_, ht_, o_, scale,
                                    cu_seqlens, co, T, NCT, USE_KD=False, **common)

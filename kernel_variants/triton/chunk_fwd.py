@@ -314,7 +314,7 @@ def eda_fwd_h2_kernel(
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, USE_G: tl.constexpr, STORE_H: tl.constexpr, STORE_VN: tl.constexpr,
     FUSE_O: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, DT: tl.constexpr,
+    PREC: tl.constexpr, DT: tl.constexpr, VR: tl.constexpr,
 ):
     """The state recurrence on the chunk inverse (config ``delta: tm``): one (sequence, head,
     V tile), S [K, BV] in registers. The chunk's rows are taken as two blocks of BT rows, the
@@ -357,7 +357,8 @@ def eda_fwd_h2_kernel(
         b_k = tl.load(k + p_tk, mask=m_tk, other=0.).to(DT)
         b_gam = tl.load(gamma + tok * H + i_h, mask=m_t, other=0.).to(tl.float32)
         b_bet = tl.load(beta + tok * H + i_h, mask=m_t, other=0.).to(tl.float32)
-        b_nu = tl.load(v + (tok * H + i_h)[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :],
+        # v has VR columns; state columns from VR to V carry zero values (segmented.py: [v | 0])
+        b_nu = tl.load(v + (tok * H + i_h)[:, None] * VR + o_v[None, :], mask=m_t[:, None] & (o_v < VR)[None, :],
                        other=0.).to(tl.float32)
         p_tm = tm + sc * NR * NR + o_t[:, None] * NR + o_t[None, :]
         b_tee = tl.load(p_tm).to(DT)

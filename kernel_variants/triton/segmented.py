@@ -9,7 +9,8 @@ long chain of dependent steps. EDA's state update is affine in the state,
 so each sequence is cut into ``segments`` pieces (whole chunks) and:
 
 1. every segment runs the chunk kernels at once as its own sequence (``cu_seqlens``), on the
-   values widened to ``[v | 0]`` and the initial state ``[0 | I]``: the final state of that run
+   values widened to ``[v | 0]`` (with ``delta: tm`` and no gradient, the kernel's own zero
+   columns: ``v_pad``, no copy) and the initial state ``[0 | I]``: the final state of that run
    is ``[B | A]`` (the identity columns carry the segment's transition, the zero-valued columns add
    nothing);
 2. a short loop over segments (batched over sequences and heads, float32) gives the state
@@ -100,25 +101,32 @@ def chunk_eda_segmented(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: to
     qf, kf, vf, ef = (x.reshape(1, TT, H, x.shape[-1]) for x in (q, k, v, e))
     gf = g.reshape(1, TT, H) if g is not None else None
     bf, gmf = beta.reshape(1, TT, H), gamma.reshape(1, TT, H)
-    v_ext = torch.cat([vf, vf.new_zeros(1, TT, H, K)], -1)
     h_ext = torch.zeros(NS, H, K, V + K, dtype=torch.float32, device=q.device)
     h_ext[..., V:] = torch.eye(K, dtype=torch.float32, device=q.device)
-    p1 = p  # the same tiles for both passes: the chunk inverse is shared below
     tensors = (q, k, v, e, g, beta, gamma, h0)
     grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors)
     if grad:
+        v_ext = torch.cat([vf, vf.new_zeros(1, TT, H, K)], -1)
         _, ht_ext = ChunkEdaFunction.apply(qf, kf, v_ext, ef, gf, bf, gmf, scale, h_ext, True, cu, seg,
-                                           p1, False)
+                                           p, False)
         starts, final = _entering_states(ht_ext, index, flat, V, h0, N, H, K)
         o, _ = ChunkEdaFunction.apply(qf, kf, vf, ef, gf, bf, gmf, scale, starts, False, cu, seg, p)
     else:
+        # the chunk inverse is shared by both passes; with delta tm the zero-valued columns are
+        # the kernel's (v_pad), with wu they must be in memory
         cache: dict[str, torch.Tensor] = {}
-        _, ht_ext = chunk_eda_fwd(qf, kf, v_ext, ef, gf, bf, gmf, scale, h_ext, True, cu, seg, p1,
-                                  output=False, tm_cache=cache)
+        if p.delta == "tm":
+            _, ht_ext = chunk_eda_fwd(qf, kf, vf, ef, gf, bf, gmf, scale, h_ext, True, cu, seg, p,
+                                      output=False, tm_cache=cache, v_pad=K)
+        else:
+            v_ext = torch.cat([vf, vf.new_zeros(1, TT, H, K)], -1)
+            _, ht_ext = chunk_eda_fwd(qf, kf, v_ext, ef, gf, bf, gmf, scale, h_ext, True, cu, seg, p,
+                                      output=False, tm_cache=cache)
+            del v_ext
         assert ht_ext is not None
-        del v_ext, h_ext
+        del h_ext
         starts, final = _entering_states(ht_ext, index, flat, V, h0, N, H, K)
-        o, _ = chunk_eda_fwd(qf, kf, vf, ef, gf, bf, gmf, scale, starts.contiguous(), False, cu, seg, p,
+        o, _ = chunk_eda_fwd(qf, kf, vf, ef, gf, bf, gmf, scale, starts, False, cu, seg, p,
                              tm_cache=cache)
     assert o is not None
     return o.reshape(B, T, H, V), (final if output_final_state else None)
