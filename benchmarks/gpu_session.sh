@@ -10,6 +10,8 @@
 #   TESTS_S  the gpu-marked tests (TESTS_K: a pytest -k expression; all when empty);
 #   CHECK_S  `eda-tune check` of CHECK_BACKENDS (default: every backend and fla) at CHECK_ONLY shapes
 #            (default: all of its GPU set); reports in $OUT/check;
+#   CHECK2_S a second check of CHECK2_BACKENDS at CHECK2_ONLY; reports in $OUT/check2 (join the two,
+#            and earlier runs, with `eda-tune check --merge`);
 #   TL_S     benchmarks/gpu_tilelang_check.py (TileLang configs checked, then timed at S1);
 #   COMPARE  1: compare that bench against results/bench/<slug>.json and results/<slug>.yaml (as the
 #            GPU CI workflow does; reports in $OUT/compare.tgz);
@@ -76,6 +78,11 @@ if [ "${CHECK_S:-0}" -gt 0 ]; then
   timeout "$CHECK_S" python3 -m eda_tune check ${CHECK_BACKENDS:+--backends "$CHECK_BACKENDS"} ${CHECK_ONLY:+--only "$CHECK_ONLY"} \
     --out "$OUT/check" >> "$LOG" 2>&1
   echo "check: rc $?" | tee -a "$LOG"
+fi
+if [ "${CHECK2_S:-0}" -gt 0 ]; then  # a second check (other backends or shapes); join with `check --merge`
+  timeout "$CHECK2_S" python3 -m eda_tune check ${CHECK2_BACKENDS:+--backends "$CHECK2_BACKENDS"} \
+    ${CHECK2_ONLY:+--only "$CHECK2_ONLY"} --out "$OUT/check2" >> "$LOG" 2>&1
+  echo "check2: rc $?" | tee -a "$LOG"
 fi
 if [ "${COMPARE:-0}" = 1 ] && [ -f "$OUT/bench/bench.json" ]; then
   # the workflow's last step: this bench against the committed bench and results of the card

@@ -224,6 +224,34 @@ def test_bench_merge_joins_split_runs(tmp_path: Path, tiny_shapes: str) -> None:
     assert (out / "bench.png").read_bytes()[:8] == PNG_MAGIC and (out / "bench.md").exists()
 
 
+def test_check_merge_joins_split_runs_and_marks_what_none_ran(tmp_path: Path, tiny_shapes: str,
+                                                               wrong_backend: Backend) -> None:
+    # run 1: torch at t1 only; run 2: torch and the wrong backend at t2 (its failure must survive)
+    assert main(["check", "--backends", "torch", "--shapes", tiny_shapes, "--only", "t1", "--fwd-only",
+                 "--out", str(tmp_path / "a")]) == 0
+    assert main(["check", "--backends", f"torch,{wrong_backend.name}", "--shapes", tiny_shapes, "--only", "t2",
+                 "--fwd-only", "--out", str(tmp_path / "b")]) == 1
+    out = tmp_path / "m"
+    files = [str(tmp_path / d / "check.json") for d in ("a", "b")]
+    assert main(["check", "--merge", *files, "--out", str(out)]) == 1  # the wrong row still fails it
+    report = json.loads((out / "check.json").read_text())
+    got = {(r["target"], r["shape"]): r["status"] for r in report["rows"]}
+    assert got == {("torch", "t1"): "pass", ("torch", "t2"): "pass", (wrong_backend.name, "t2"): "fail"}
+    assert report["partial"] is True and report["failures"] == 1  # wrong backend never ran at t1
+    md = (out / "check.md").read_text()
+    assert "not run" in md and "merged from 2 runs" in md
+    # a later run's row wins: torch alone at t1 and t2 makes the merge of torch complete
+    assert main(["check", "--backends", "torch", "--shapes", tiny_shapes, "--fwd-only",
+                 "--out", str(tmp_path / "c")]) == 0
+    assert main(["check", "--merge", files[0], str(tmp_path / "c" / "check.json"), "--out", str(out)]) == 0
+    report = json.loads((out / "check.json").read_text())
+    assert "partial" not in report and report["ok"] and len(report["rows"]) == 2
+    bench_dir = tmp_path / "bench"  # a bench report is not a check report: a clear usage error
+    assert _bench(["--backends", "torch", "--shapes", tiny_shapes, "--only", "t1", "--fwd-only",
+                   "--out", str(bench_dir)]) == 0
+    assert main(["check", "--merge", str(bench_dir / "bench.json"), "--out", str(out)]) == 2
+
+
 def test_bench_records_a_wrong_backend_without_stopping(tmp_path: Path, tiny_shapes: str,
                                                        wrong_backend: Backend) -> None:
     out = tmp_path / "bench"

@@ -545,41 +545,76 @@ def add_speedups(rows: list[dict[str, Any]], baseline: str = REFERENCE_BASELINE)
             r[f"speedup_vs_{baseline}"] = b / r["time_ms"]
 
 
-def merge_bench(reports: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """One bench report from several runs on the same card (e.g. shapes split over several calls):
-    rows, shapes, targets and floors joined (a later run's row wins at the same shape, mode and
-    target), speedups recomputed. Each row keeps the floor of the run that timed it."""
+def _join_reports(reports: list[Mapping[str, Any]], what: str) -> dict[str, Any]:
+    """What bench and check merges share: one card, rows keyed by (shape, mode, target) with a later
+    run's row winning, and the shapes, targets, not-run targets and notes of every run joined."""
     from eda_tune.errors import EdaInputError
 
     if not reports:
-        raise EdaInputError("merge needs at least one bench report")
+        raise EdaInputError(f"merge needs at least one {what} report")
+    kinds = {r.get("kind") for r in reports}
+    if kinds != {f"eda-tune-{what}"}:
+        raise EdaInputError(f"merge joins {what} reports (kind eda-tune-{what}) but got kinds {sorted(map(str, kinds))}")
     cards = {r.get("env", {}).get("card") for r in reports}
     if len(cards) > 1:
-        raise EdaInputError(f"bench reports to merge must come from one kind of card but got {sorted(map(str, cards))}")
-    out: dict[str, Any] = {k: v for k, v in reports[0].items()}
+        raise EdaInputError(f"{what} reports to merge must come from one kind of card but got {sorted(map(str, cards))}")
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     shapes: dict[str, Any] = {}
     targets: dict[str, Any] = {}
-    floors_: dict[tuple[str, str], Any] = {}
     not_run: dict[str, Any] = {}
     notes: list[str] = []
     for rep in reports:
         for r in rep["rows"]:
-            r = dict(r)
-            r.pop(f"speedup_vs_{REFERENCE_BASELINE}", None)
-            rows[(r["shape"], r["mode"], r["target"])] = r
+            rows[(r["shape"], r["mode"], r["target"])] = dict(r)
         shapes.update({s["name"]: s for s in rep.get("shapes", [])})
         targets.update({t["label"]: t for t in rep.get("targets", [])})
-        floors_.update({(f["shape"], f["mode"]): f for f in rep.get("floors", [])})
         not_run.update({n["target"]: n for n in rep.get("not_run", [])})
-        notes += [n for n in rep.get("notes", []) if n not in notes]
+        notes += [n for n in rep.get("notes", []) if n not in notes and not n.startswith("merged from")]
     ran = {r["target"] for r in rows.values()}
-    merged_rows = list(rows.values())
+    runs = ", ".join(f"{r.get('env', {}).get('time_utc')} (git {r.get('env', {}).get('git')})" for r in reports)
+    notes.append(f"merged from {len(reports)} runs on this card: {runs}")
+    return {"rows": rows, "shapes": list(shapes.values()), "targets": list(targets.values()),
+            "not_run": [n for k, n in not_run.items() if k not in ran], "notes": notes,
+            "merged_from": [r.get("env", {}).get("time_utc") for r in reports]}
+
+
+def merge_bench(reports: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """One bench report from several runs on the same card (e.g. shapes split over several calls):
+    rows, shapes, targets and floors joined (a later run's row wins at the same shape, mode and
+    target), speedups recomputed. Each row keeps the floor of the run that timed it."""
+    joined = _join_reports(reports, "bench")
+    floors_: dict[tuple[str, str], Any] = {}
+    for rep in reports:
+        floors_.update({(f["shape"], f["mode"]): f for f in rep.get("floors", [])})
+    merged_rows = list(joined.pop("rows").values())
+    for r in merged_rows:
+        r.pop(f"speedup_vs_{REFERENCE_BASELINE}", None)
     add_speedups(merged_rows)
     bad = [r for r in merged_rows if r["status"] in ("wrong", "error")]
-    notes.append(f"merged from {len(reports)} runs on this card (ceilings shown: the first run's)")
-    out.update({"rows": merged_rows, "shapes": list(shapes.values()), "targets": list(targets.values()),
-                "floors": list(floors_.values()), "not_run": [n for k, n in not_run.items() if k not in ran],
-                "notes": notes, "ok": not bad, "failures": len(bad),
-                "merged_from": [r.get("env", {}).get("time_utc") for r in reports]})
+    joined["notes"].insert(-1, "ceilings shown: the first run's")
+    out: dict[str, Any] = {k: v for k, v in reports[0].items() if k != "partial"}
+    out.update({**joined, "rows": merged_rows, "floors": list(floors_.values()), "ok": not bad,
+                "failures": len(bad)})
+    return out
+
+
+def merge_check(reports: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """One check report from several runs on the same card (e.g. shapes or backends split over
+    several calls): a later run's row wins at the same shape, mode and target. The result is
+    marked partial while some target has no row at some shape."""
+    joined = _join_reports(reports, "check")
+    rows = joined.pop("rows")
+    order = {s["name"]: i for i, s in enumerate(joined["shapes"])}
+    torder = {t["label"]: i for i, t in enumerate(joined["targets"])}
+    merged_rows = sorted(rows.values(), key=lambda r: (order.get(r["shape"], 1 << 30), r["mode"] != "fwd",
+                                                        torder.get(r["target"], 1 << 30)))
+    have = {(r["target"], r["shape"], r["mode"]) for r in merged_rows}
+    modes = {r["mode"] for r in merged_rows}
+    missing = [(t["label"], s["name"], m) for t in joined["targets"] for s in joined["shapes"] for m in modes
+               if (t["label"], s["name"], m) not in have]
+    failed = [r for r in merged_rows if r["status"] in ("fail", "error")]
+    out: dict[str, Any] = {k: v for k, v in reports[0].items() if k != "partial"}
+    out.update({**joined, "rows": merged_rows, "ok": not failed, "failures": len(failed)})
+    if missing:
+        out["partial"] = True
     return out

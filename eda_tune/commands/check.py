@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 NAME = "check"
 HELP = "check every backend against the float64 reference (fwd and bwd); write check.json/check.md"
@@ -18,9 +19,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fwd-only", action="store_true", help="skip the gradient checks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when present")
+    p.add_argument("--merge", nargs="+", metavar="CHECK_JSON", default=None,
+                   help="check nothing: join these check.json files (one card, e.g. shapes or backends split "
+                        "over several runs; a later file's row wins) into one report in --out")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.merge:
+        from eda_tune.bench.cli_support import make_console
+        from eda_tune.bench.report import load_json
+        from eda_tune.bench.runner import merge_check
+
+        return _write(merge_check([load_json(p) for p in args.merge]), Path(args.out), make_console())
 
     from eda_tune.bench.cli_support import (
         make_console,
@@ -34,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or default_device()
     prepare_device(device)  # before any backend module defines a kernel
 
-    from eda_tune.bench.report import check_markdown, print_check, write_json
+    from eda_tune.bench.report import write_json
     from eda_tune.bench.runner import run_check
 
     console = make_console()
@@ -54,6 +64,12 @@ def run(args: argparse.Namespace) -> int:
     with progress_bar(console, len(targets) * len(shapes) * modes, "check") as step:
         report = run_check(targets, shapes, seed=args.seed, backward=not args.fwd_only, progress=step,
                            skipped=skipped, notes=notes, on_row=keep)
+    return _write(report, out, console)
+
+
+def _write(report: dict, out: Path, console: Any) -> int:
+    from eda_tune.bench.report import check_markdown, print_check, write_json
+
     write_json(out / "check.json", report)
     (out / "check.md").write_text(check_markdown(report))
     print_check(report, console)
