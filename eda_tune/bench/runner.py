@@ -554,10 +554,12 @@ def _join_reports(reports: list[Mapping[str, Any]], what: str) -> dict[str, Any]
         raise EdaInputError(f"merge needs at least one {what} report")
     kinds = {r.get("kind") for r in reports}
     if kinds != {f"eda-tune-{what}"}:
-        raise EdaInputError(f"merge joins {what} reports (kind eda-tune-{what}) but got kinds {sorted(map(str, kinds))}")
+        raise EdaInputError(f"merge joins {what} reports (kind eda-tune-{what}) but got kinds "
+                            f"{sorted(map(str, kinds))}")
     cards = {r.get("env", {}).get("card") for r in reports}
     if len(cards) > 1:
-        raise EdaInputError(f"{what} reports to merge must come from one kind of card but got {sorted(map(str, cards))}")
+        raise EdaInputError(f"{what} reports to merge must come from one kind of card but got "
+                            f"{sorted(map(str, cards))}")
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     shapes: dict[str, Any] = {}
     targets: dict[str, Any] = {}
