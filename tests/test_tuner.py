@@ -214,6 +214,26 @@ def test_malformed_seeds() -> None:
         SearchSpace.from_mapping({**base, "seeds": {"BT": 32}})
 
 
+def test_default_falls_back_to_the_nearest_valid_config_without_walking_the_grid(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    space = SearchSpace.from_mapping({
+        "backend": "x", "parameters": {"BT": [16, 32, 64], "BK": [16, 32, 64], "w": [1, 2, 4]},
+        "constraints": ["BK <= K", "BT <= T"], "default": {"BT": 64, "BK": 64, "w": 4}})
+    # the order: fewest values changed from the default first, grid order among equals
+    ranked = sorted(space.grid(), key=lambda c: sum(c[k] != space.default_values[k] for k in c))
+    assert list(space._near_default()) == ranked[1:]
+    monkeypatch.setattr(SearchSpace, "grid", lambda self: (_ for _ in ()).throw(AssertionError("walked")))
+    prob = Problem(B=1, T=40, H=1, K=16, V=16, dtype="float32", device="cpu")
+    assert space.default(prob).to_dict() == {"BT": 16, "BK": 16, "w": 4}  # two changed: the least
+    assert space.default(prob.replace(T=64, K=32)).to_dict() == {"BT": 64, "BK": 16, "w": 4}
+    # the triton space holds millions of configs; a K that rejects its default still resolves at once
+    triton = get_backend("triton")
+    assert triton.search_space.grid_size() > 10**6
+    small = Problem(B=1, T=37, H=2, K=16, V=32, dtype="float32", device="cpu")
+    assert not triton.check_config(small, triton.search_space.default_values)[0]
+    assert triton.check_config(small, triton.default_config(small))[0]
+
+
 class _Interrupting(InProcessRunner):
     def __init__(self, after: int) -> None:
         self.calls, self.after = 0, after

@@ -303,12 +303,29 @@ class SearchSpace:
         if self.check(problem, self.default_values, extra)[0]:
             return Config.from_dict(self.default_values)
         if self.is_finite():
-            # prefer configs close to the default: sort by how many values differ
-            for cand in sorted(self.grid(), key=lambda c: sum(c[k] != self.default_values[k] for k in c)):
+            for cand in self._near_default():
                 if self.check(problem, cand, extra)[0]:
                     return Config.from_dict(cand)
         why = self.check(problem, self.default_values, extra)[1]
         raise ConfigError(f"backend {self.backend!r}: no config of {self.source} fits {problem.key}: {why}")
+
+    def _near_default(self) -> Iterator[dict[str, Any]]:
+        """The grid's configs by how many values differ from the default (fewest first; in grid
+        order among equals), built distance by distance: the grid itself can hold millions."""
+        names = list(self.parameters)
+        choices = [list(self.parameters[n].values() or []) for n in names]
+        base = [self.default_values[n] for n in names]
+        for d in range(1, len(names) + 1):
+            found: list[tuple[int, ...]] = []
+            for which in itertools.combinations(range(len(names)), d):
+                others = [[i for i, v in enumerate(choices[j]) if v != base[j]] for j in which]
+                for picks in itertools.product(*others):
+                    idx = [choices[j].index(base[j]) if base[j] in choices[j] else -1 for j in range(len(names))]
+                    for j, i in zip(which, picks):
+                        idx[j] = i
+                    found.append(tuple(idx))
+            for idx in sorted(found):
+                yield {n: (choices[j][i] if i >= 0 else base[j]) for j, (n, i) in enumerate(zip(names, idx))}
 
     def suggest(self, trial: Any) -> dict[str, Any]:
         """Sample one config through an Optuna trial (constraints are checked by the caller)."""
