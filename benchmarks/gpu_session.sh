@@ -4,7 +4,8 @@
 #   SEG_S    benchmarks/gpu_segments.py: the segments switch checked, then timed at S4, S2, S1 with fla;
 #   BWD_S    benchmarks/gpu_triton_bwd_intra.py: the backward variants, checked, then timed at S1;
 #   TUNE_S   tune the triton backend on S1-S5 (TRIALS per study; resumable: the storage comes back
-#            in $OUT and is carried again as .tune/), merging into results/<slug>.yaml;
+#            in $OUT and is carried again as .tune/), merging into results/<slug>.yaml; REFRESH=1:
+#            no new trials, each study's best and the current default timed again (tune --refresh);
 #   BENCH_S  bench ONLY (shapes of the standard set) for BENCH_BACKENDS, default and tuned configs,
 #            fla's baselines, floors;
 #   TESTS_S  the gpu-marked tests (TESTS_K: a pytest -k expression; all when empty);
@@ -64,7 +65,7 @@ if [ "${BWD_S:-0}" -gt 0 ]; then
 fi
 if [ "${TUNE_S:-150}" -gt 0 ]; then
   timeout "$TUNE_S" python3 -m eda_tune tune --shapes "${TUNE_SHAPES:-benchmarks/shapes_s1_s5.yaml}" --backends "${TUNE_BACKENDS:-triton}" \
-    --trials "${TRIALS:-6}" --budget $(( TUNE_S - 15 )) --trial-timeout 60 \
+    --trials "${TRIALS:-6}" --budget $(( TUNE_S - 15 )) --trial-timeout 60 ${REFRESH:+--refresh} \
     --storage sqlite:///.tune/studies.db --results 'results/{slug}.yaml' >> "$LOG" 2>&1
   echo "tune: rc $?" | tee -a "$LOG"
   cp .tune/studies.db "$OUT/" 2>/dev/null; cp results/*.yaml "$OUT/res/" 2>/dev/null
