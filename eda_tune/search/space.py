@@ -320,12 +320,12 @@ class SearchSpace:
             for which in itertools.combinations(range(len(names)), d):
                 others = [[i for i, v in enumerate(choices[j]) if v != base[j]] for j in which]
                 for picks in itertools.product(*others):
-                    idx = [choices[j].index(base[j]) if base[j] in choices[j] else -1 for j in range(len(names))]
+                    at = [choices[j].index(base[j]) if base[j] in choices[j] else -1 for j in range(len(names))]
                     for j, i in zip(which, picks):
-                        idx[j] = i
-                    found.append(tuple(idx))
-            for idx in sorted(found):
-                yield {n: (choices[j][i] if i >= 0 else base[j]) for j, (n, i) in enumerate(zip(names, idx))}
+                        at[j] = i
+                    found.append(tuple(at))
+            for pos in sorted(found):
+                yield {n: (choices[j][i] if i >= 0 else base[j]) for j, (n, i) in enumerate(zip(names, pos))}
 
     def suggest(self, trial: Any) -> dict[str, Any]:
         """Sample one config through an Optuna trial (constraints are checked by the caller)."""
