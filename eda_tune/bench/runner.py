@@ -593,7 +593,8 @@ def merge_bench(reports: list[Mapping[str, Any]]) -> dict[str, Any]:
         r.pop(f"speedup_vs_{REFERENCE_BASELINE}", None)
     add_speedups(merged_rows)
     bad = [r for r in merged_rows if r["status"] in ("wrong", "error")]
-    joined["notes"].insert(-1, "ceilings shown: the first run's")
+    if "ceilings shown: the first run's" not in joined["notes"]:
+        joined["notes"].insert(-1, "ceilings shown: the first run's")
     out: dict[str, Any] = {k: v for k, v in reports[0].items() if k != "partial"}
     out.update({**joined, "rows": merged_rows, "floors": list(floors_.values()), "ok": not bad,
                 "failures": len(bad)})
