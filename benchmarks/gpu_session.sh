@@ -6,6 +6,8 @@
 #   TUNE_S   tune the triton backend on S1-S5 (TRIALS per study; resumable: the storage comes back
 #            in $OUT and is carried again as .tune/), merging into results/<slug>.yaml; REFRESH=1:
 #            no new trials, each study's best and the current default timed again (tune --refresh);
+#            TRIAL_TIMEOUT (default 60 s) kills a slower trial (torch_compile's max-autotune modes
+#            compile for longer);
 #   BENCH_S  bench ONLY (shapes of the standard set) for BENCH_BACKENDS, default and tuned configs,
 #            fla's baselines, floors;
 #   TESTS_S  the gpu-marked tests (TESTS_K: a pytest -k expression; all when empty);
@@ -65,7 +67,7 @@ if [ "${BWD_S:-0}" -gt 0 ]; then
 fi
 if [ "${TUNE_S:-150}" -gt 0 ]; then
   timeout "$TUNE_S" python3 -m eda_tune tune --shapes "${TUNE_SHAPES:-benchmarks/shapes_s1_s5.yaml}" --backends "${TUNE_BACKENDS:-triton}" \
-    --trials "${TRIALS:-6}" --budget $(( TUNE_S - 15 )) --trial-timeout 60 ${REFRESH:+--refresh} \
+    --trials "${TRIALS:-6}" --budget $(( TUNE_S - 15 )) --trial-timeout "${TRIAL_TIMEOUT:-60}" ${REFRESH:+--refresh} \
     --storage sqlite:///.tune/studies.db --results 'results/{slug}.yaml' >> "$LOG" 2>&1
   echo "tune: rc $?" | tee -a "$LOG"
   cp .tune/studies.db "$OUT/" 2>/dev/null; cp results/*.yaml "$OUT/res/" 2>/dev/null
@@ -104,7 +106,7 @@ if [ "${EFF_S:-0}" -gt 0 ]; then
   [ -f .tune/eff.db ] || cp "results/studies/${SLUG}-efficiency.db" .tune/eff.db 2>/dev/null
   timeout "$EFF_S" python3 benchmarks/tuner_bench.py efficiency --backend triton --shape S1 \
     --fix "${EFF_FIX:-BK=64,num_stages=2,warps_h=4,segments=1,delta=tm}" --storage sqlite:///.tune/eff.db \
-    --budget $(( EFF_S - 40 )) --trial-timeout 60 --json "$OUT/tuner_efficiency.json" >> "$LOG" 2>&1
+    --budget $(( EFF_S - 40 )) --trial-timeout "${TRIAL_TIMEOUT:-60}" --json "$OUT/tuner_efficiency.json" >> "$LOG" 2>&1
   echo "efficiency: rc $?" | tee -a "$LOG"
   cp .tune/eff.db "$OUT/" 2>/dev/null
 fi
