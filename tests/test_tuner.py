@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -418,3 +419,43 @@ def test_refresh_retimes_without_new_trials(tmp_path: Path) -> None:
     assert again.extra.get("remeasured") is True and again.extra.get("tuned_at") != first_at
     assert again.time_ms is not None and again.default_time_ms is not None
     assert again.time_ms <= again.default_time_ms
+
+
+def test_efficiency_benchmark_resumes_its_grid_and_replays_samplers(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tuner_bench", Path(__file__).parents[1] / "benchmarks" /
+                                                  "tuner_bench.py")
+    assert spec and spec.loader
+    tb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tb)
+    storage = f"sqlite:///{tmp_path}/eff.db"
+    argv = ["efficiency", "--backend", "torch", "--device", "cpu", "--storage", storage, "--rep-ms", "5",
+            "--warmup-ms", "1", "--trial-timeout", "60", "--json", str(tmp_path / "eff.json")]
+    with pytest.raises(SystemExit, match="the grid is not complete"):  # a budget spent before any trial
+        tb.main([*argv, "--budget", "0.001"])
+    real = tb.tuner.make_runner
+    tb.tuner.make_runner = lambda kind: _Interrupting(after=2)  # stopped (Ctrl-C) after two trials
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tb.main(argv)
+    finally:
+        tb.tuner.make_runner = real
+    first = optuna.load_study(study_name=optuna.get_all_study_summaries(storage)[0].study_name, storage=storage)
+    assert len([t for t in first.trials if t.state == TrialState.COMPLETE]) == 2
+    assert tb.main(argv) == 0  # resumed: the rest of the grid, then the replays
+    out = json.loads((tmp_path / "eff.json").read_text())
+    space = get_backend("torch").search_space
+    assert out["valid_grid"] == out["grid_measured"] == len(space.valid_grid(
+        Problem.from_dict(out["problem"]), get_backend("torch").constraint_vars(Problem.from_dict(out["problem"]))))
+    study = optuna.load_study(study_name=optuna.get_all_study_summaries(storage)[0].study_name, storage=storage)
+    evaluated = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)
+                 and t.user_attrs.get("kind") != "interrupted"]
+    # nothing measured twice across the runs; the trial the interrupt cut is measured again
+    assert len(evaluated) == out["valid_grid"]
+    assert len({t.user_attrs["config_key"] for t in evaluated}) == len(evaluated)
+    assert [t.user_attrs.get("kind") for t in study.trials if t.state == TrialState.FAIL] == ["interrupted"]
+    assert not [t for t in study.trials if t.state == TrialState.PRUNED]  # no infeasible point asked for
+    assert out["grid_best_ms"] == min(t.value for t in evaluated if t.value is not None)
+    assert {(r["sampler"], r["seed"]) for r in out["replay"]} == {(s, i) for s in ("tpe", "random") for i in range(3)}
+    assert all(1 <= r["trials_to_target"] <= out["valid_grid"] for r in out["replay"])
