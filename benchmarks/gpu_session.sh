@@ -21,7 +21,8 @@
 #   COLD_S   benchmarks/tuner_bench.py cold-start (first call at S1 in a fresh process);
 #   EFF_S    benchmarks/tuner_bench.py efficiency: the triton grid at S1 with EFF_FIX pinned
 #            (resumable: results/studies/<slug>-efficiency.db, back as $OUT/eff.db), then TPE and
-#            random replayed against it.
+#            random replayed against it; EFF_J (default 8) processes build the grid's configs
+#            first (tune --precompile), so the timed trials find Triton's cache warm.
 # fla's autotuning (about 75 s per shape class) is cached by Triton: the results (not the compiled
 # kernels) come back as $OUT/autotune.tgz; put it in .tcache/ and carry .tcache to skip it next time
 # (without one, benchmarks/cache/fla_autotune_<slug>.tgz, committed from an earlier call, is used).
@@ -106,7 +107,7 @@ if [ "${EFF_S:-0}" -gt 0 ]; then
   [ -f .tune/eff.db ] || cp "results/studies/${SLUG}-efficiency.db" .tune/eff.db 2>/dev/null
   timeout "$EFF_S" python3 benchmarks/tuner_bench.py efficiency --backend triton --shape S1 \
     --fix "${EFF_FIX:-BK=64,num_stages=2,warps_h=4,segments=1,delta=tm}" --storage sqlite:///.tune/eff.db \
-    --budget $(( EFF_S - 40 )) --trial-timeout "${TRIAL_TIMEOUT:-60}" --json "$OUT/tuner_efficiency.json" >> "$LOG" 2>&1
+    --budget $(( EFF_S - 40 )) --trial-timeout "${TRIAL_TIMEOUT:-60}" --precompile "${EFF_J:-8}" --json "$OUT/tuner_efficiency.json" >> "$LOG" 2>&1
   echo "efficiency: rc $?" | tee -a "$LOG"
   cp .tune/eff.db "$OUT/" 2>/dev/null
 fi

@@ -137,7 +137,7 @@ def efficiency(args: argparse.Namespace) -> dict[str, Any]:
     storage = tuner.make_storage(args.storage)
     opts = tuner.TuneOptions(trials=len(valid), sampler="grid", seed=0, trial_timeout=args.trial_timeout,
                              warmup_ms=args.warmup_ms, rep_ms=args.rep_ms, remeasure=False,
-                             timeout=args.budget)
+                             timeout=args.budget, precompile=args.precompile)
     runner = tuner.make_runner("process")
     name = f"bench-grid:{info.slug}:{backend.name}:{problem.key}:{args.fix or 'full'}"
     t0 = time.perf_counter()
@@ -291,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--budget", type=float, default=None, help="seconds for the grid in this run (resumable)")
     e.add_argument("--warmup-ms", type=float, default=25.0)
     e.add_argument("--rep-ms", type=float, default=100.0)
+    e.add_argument("--precompile", type=int, default=0, metavar="WORKERS",
+                   help="build every config of the grid first in this many processes (warm caches)")
     t = sub.add_parser("tuned-vs-default", help="tuned over default time per backend and shape, from results")
     t.add_argument("--results", required=True)
     c = sub.add_parser("cold-start", help="first chunk_eda call in a fresh process using shipped results")

@@ -155,14 +155,23 @@ def test_tune_resume_redoes_no_finished_trial(tmp_path: Path) -> None:
     assert out.read_text() == written  # nor a re-measurement that rewrites the results
 
 
-def test_failures_are_recorded_and_the_study_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize("precompile", [0, 3])
+def test_failures_are_recorded_and_the_study_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                     precompile: int) -> None:
     register(FakeBackend(), replace=True)
     storage = f"journal:{tmp_path}/j.journal"
     out = tmp_path / "res.yaml"
     rc = cli.main(["tune", "--shapes", _shapes(tmp_path), "--backends", "fake,torch", "--storage", storage,
-                   "--results", str(out), "--sampler", "grid", "--trials", "10", "--trial-timeout", "10", *FAST])
+                   "--results", str(out), "--sampler", "grid", "--trials", "10", "--trial-timeout", "10",
+                   "--precompile", str(precompile), *FAST])
     assert rc == 0
-    trials = _study(storage, "fake").trials
+    study = _study(storage, "fake")
+    if precompile:  # every config built first, three at a time; the failures are counted, not fatal
+        assert study.user_attrs["last_precompile"] | {"wall_s": 0} == {
+            "configs": 5, "workers": 3, "ok": 1, "failed": 4, "skipped": 0, "wall_s": 0}
+    else:
+        assert "last_precompile" not in study.user_attrs
+    trials = study.trials
     by_cfg = {(t.params["behaviour"], t.params["chunk_size"]): t for t in trials}
     # the grid walks the valid configs only: the five the constraint rejects are never asked for
     assert len(trials) == 5 and sorted(by_cfg) == sorted((b, 16) for b in ("good", "raise", "wrong", "hang", "crash"))

@@ -53,6 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-ms", type=float, default=None, help="timing warm-up per trial")
     p.add_argument("--rep-ms", type=float, default=None, help="timing repetitions per trial, in ms")
     p.add_argument("--check-heads", type=int, default=2, help="heads checked against the reference per trial")
+    p.add_argument("--precompile", type=int, default=0, metavar="WORKERS",
+                   help="with --sampler grid: build and check every config of the grid first, in this many "
+                        "worker processes at once, so the trials (timed one at a time) find the compiler "
+                        "caches warm (default 0: off)")
     p.add_argument("--refresh", action="store_true",
                    help="run no new trials: check and time each study's best config and the backend's "
                         "current default again, back to back, and rewrite the results (after a change "
@@ -84,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         sampler=args.sampler, seed=args.seed,
         warmup_ms=args.warmup_ms if args.warmup_ms is not None else warmup_ms,
         rep_ms=args.rep_ms if args.rep_ms is not None else rep_ms, check_heads=args.check_heads,
-        refresh=args.refresh)
+        refresh=args.refresh, precompile=args.precompile)
     if args.shapes == "grid":
         shapes = class_grid(device)
     else:

@@ -138,6 +138,7 @@ class TuneOptions:
     check_heads: int = 2
     check_T: int = 1024
     remeasure: bool = True                # re-time best and default back to back after the study
+    precompile: int = 0                   # grid: build every queued config first in this many workers
     refresh: bool = False                 # no new trials: re-time the stored best and today's default
 
     def __post_init__(self) -> None:
@@ -149,6 +150,8 @@ class TuneOptions:
             raise EdaInputError(f"--trial-timeout must be > 0 seconds but got {self.trial_timeout}")
         if self.sampler not in SAMPLERS:
             raise EdaInputError(f"--sampler must be one of {list(SAMPLERS)} but got {self.sampler!r}")
+        if self.precompile < 0:
+            raise EdaInputError(f"--precompile must be >= 0 workers but got {self.precompile}")
 
 
 @dataclass
@@ -264,6 +267,16 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
                     continue
                 study.enqueue_trial(params_of(space, cfg), user_attrs={"config_key": cfg.key})
                 waiting.add(cfg.key)
+            if opts.precompile > 0:
+                queued = [c for c in valid if c.key not in seen]
+                base_job = {"backend": backend.name, "backend_spec": backend_spec(backend),
+                            "problem": problem.to_dict(), "seed": opts.seed, "check_heads": opts.check_heads,
+                            "check_T": opts.check_T, "compile_only": True}
+                stats = precompile([{**base_job, "config": c.to_dict()} for c in queued], opts.precompile,
+                                   opts.trial_timeout, deadline=opts.timeout)
+                study.set_user_attr("last_precompile", stats)
+                log.info("study %s: precompiled %d configs in %.0f s with %d workers (%d built and checked)",
+                         name, stats["configs"], stats["wall_s"], stats["workers"], stats["ok"])
     deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
     pruned_now, ran = 0, 0
     # a grid walks through its infeasible points once; a sampler stuck on infeasible configs is stopped
@@ -454,6 +467,49 @@ def plan_jobs(shapes: Sequence[tuple[str, Problem]], backends: Sequence[Backend]
                 continue
             jobs.append(Job(shape, problem, b))
     return jobs, notes
+
+
+def precompile(jobs: list[dict[str, Any]], workers: int, trial_timeout: float | None,
+               deadline: float | None = None) -> dict[str, Any]:
+    """Build (and check, and run once) every job's config in ``workers`` isolated processes at once,
+    so that the trials that then time them one at a time find the compiler caches warm (Triton's
+    and Inductor's on-disk caches). Results are only counted: a config that fails here is run, and
+    its failure recorded, by its trial. ``deadline``: seconds after which queued jobs are skipped."""
+    import queue
+    import threading
+
+    todo: queue.Queue[dict[str, Any]] = queue.Queue()
+    for job in jobs:
+        todo.put(job)
+    counts = {"ok": 0, "failed": 0, "skipped": 0}
+    lock = threading.Lock()
+    t0 = time.monotonic()
+
+    def work() -> None:
+        runner = IsolatedRunner()
+        try:
+            while True:
+                try:
+                    job = todo.get_nowait()
+                except queue.Empty:
+                    return
+                if deadline is not None and time.monotonic() - t0 > deadline:
+                    with lock:
+                        counts["skipped"] += 1
+                    continue
+                ok = bool(runner.run(job, trial_timeout).get("ok"))
+                with lock:
+                    counts["ok" if ok else "failed"] += 1
+        finally:
+            runner.close()
+
+    threads = [threading.Thread(target=work, name=f"eda-tune-precompile-{i}", daemon=True)
+               for i in range(max(1, min(workers, len(jobs))))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"configs": len(jobs), "workers": len(threads), "wall_s": round(time.monotonic() - t0, 2), **counts}
 
 
 def make_runner(isolation: str) -> Runner:
