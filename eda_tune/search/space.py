@@ -315,12 +315,13 @@ class SearchSpace:
         names = list(self.parameters)
         choices = [list(self.parameters[n].values() or []) for n in names]
         base = [self.default_values[n] for n in names]
+        home = [c.index(b) if b in c else -1 for c, b in zip(choices, base)]  # -1: default off the grid
         for d in range(1, len(names) + 1):
             found: list[tuple[int, ...]] = []
             for which in itertools.combinations(range(len(names)), d):
                 others = [[i for i, v in enumerate(choices[j]) if v != base[j]] for j in which]
                 for picks in itertools.product(*others):
-                    at = [choices[j].index(base[j]) if base[j] in choices[j] else -1 for j in range(len(names))]
+                    at = list(home)
                     for j, i in zip(which, picks):
                         at[j] = i
                     found.append(tuple(at))

@@ -251,6 +251,7 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
             study.enqueue_trial(params_of(space, cfg), user_attrs={"is_seed": True, "config_key": cfg.key})
             waiting.add(cfg.key)
     done = sum(_evaluated(t) for t in trials)
+    deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
     valid_keys: set[str] | None = None
     if space.is_finite() and space.grid_size() <= 100_000:
         valid = [Config.from_dict(c) for c in space.valid_grid(problem, extra)]
@@ -273,11 +274,10 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
                             "problem": problem.to_dict(), "seed": opts.seed, "check_heads": opts.check_heads,
                             "check_T": opts.check_T, "compile_only": True}
                 stats = precompile([{**base_job, "config": c.to_dict()} for c in queued], opts.precompile,
-                                   opts.trial_timeout, deadline=opts.timeout)
+                                   opts.trial_timeout, deadline=deadline)
                 study.set_user_attr("last_precompile", stats)
                 log.info("study %s: precompiled %d configs in %.0f s with %d workers (%d built and checked)",
                          name, stats["configs"], stats["wall_s"], stats["workers"], stats["ok"])
-    deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
     pruned_now, ran = 0, 0
     # a grid walks through its infeasible points once; a sampler stuck on infeasible configs is stopped
     max_pruned = math.inf if opts.sampler == "grid" else max(200, 50 * opts.trials)
@@ -474,42 +474,32 @@ def precompile(jobs: list[dict[str, Any]], workers: int, trial_timeout: float | 
     """Build (and check, and run once) every job's config in ``workers`` isolated processes at once,
     so that the trials that then time them one at a time find the compiler caches warm (Triton's
     and Inductor's on-disk caches). Results are only counted: a config that fails here is run, and
-    its failure recorded, by its trial. ``deadline``: seconds after which queued jobs are skipped."""
-    import queue
+    its failure recorded, by its trial. ``deadline``: a ``time.monotonic()`` after which queued jobs
+    are skipped."""
     import threading
+    from concurrent.futures import ThreadPoolExecutor
 
-    todo: queue.Queue[dict[str, Any]] = queue.Queue()
-    for job in jobs:
-        todo.put(job)
-    counts = {"ok": 0, "failed": 0, "skipped": 0}
-    lock = threading.Lock()
+    local = threading.local()
+    runners: list[IsolatedRunner] = []
     t0 = time.monotonic()
 
-    def work() -> None:
-        runner = IsolatedRunner()
-        try:
-            while True:
-                try:
-                    job = todo.get_nowait()
-                except queue.Empty:
-                    return
-                if deadline is not None and time.monotonic() - t0 > deadline:
-                    with lock:
-                        counts["skipped"] += 1
-                    continue
-                ok = bool(runner.run(job, trial_timeout).get("ok"))
-                with lock:
-                    counts["ok" if ok else "failed"] += 1
-        finally:
-            runner.close()
+    def run_one(job: dict[str, Any]) -> str:
+        if deadline is not None and time.monotonic() > deadline:
+            return "skipped"
+        if not hasattr(local, "runner"):  # one worker process per thread, reused for its jobs
+            local.runner = IsolatedRunner()
+            runners.append(local.runner)
+        return "ok" if local.runner.run(job, trial_timeout).get("ok") else "failed"
 
-    threads = [threading.Thread(target=work, name=f"eda-tune-precompile-{i}", daemon=True)
-               for i in range(max(1, min(workers, len(jobs))))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return {"configs": len(jobs), "workers": len(threads), "wall_s": round(time.monotonic() - t0, 2), **counts}
+    n = max(1, min(workers, len(jobs)))
+    try:
+        with ThreadPoolExecutor(n, thread_name_prefix="eda-tune-precompile") as pool:
+            outcomes = list(pool.map(run_one, jobs))
+    finally:
+        for r in runners:
+            r.close()
+    counts = {k: outcomes.count(k) for k in ("ok", "failed", "skipped")}
+    return {"configs": len(jobs), "workers": n, "wall_s": round(time.monotonic() - t0, 2), **counts}
 
 
 def make_runner(isolation: str) -> Runner:
