@@ -259,7 +259,7 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
         if opts.sampler == "grid":
             # the grid walks the valid configs only, in an order fixed by the seed: walking the
             # product of the tunables spends a trial on each infeasible point (at S1, 10k of them
-            # around 63 valid ones, about 25 s of storage writes per valid config)
+            # around 63 valid ones: on an H200, 1726 trials in 340 s of which 2 ran a config)
             default_queued = not trials or any(t.state == TrialState.WAITING and t.user_attrs.get("is_default")
                                                for t in trials)
             random.Random(opts.seed).shuffle(valid)
