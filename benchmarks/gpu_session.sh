@@ -48,7 +48,7 @@ if [ ! -f .tune/studies.db ] && [ -f "results/studies/${SLUG}.db" ]; then
   echo "resuming results/studies/${SLUG}.db" | tee -a "$LOG"
 fi
 if [ "${TESTS_S:-0}" -gt 0 ]; then
-  timeout "$TESTS_S" python3 -m pytest -v -m gpu ${TESTS_K:+-k "$TESTS_K"} -p no:cacheprovider >> "$LOG" 2>&1
+  timeout "$TESTS_S" python3 -m pytest -v -m gpu --durations=40 ${TESTS_K:+-k "$TESTS_K"} -p no:cacheprovider >> "$LOG" 2>&1
   echo "gpu tests: rc $?" | tee -a "$LOG"
 fi
 if [ "${TL_S:-0}" -gt 0 ]; then
