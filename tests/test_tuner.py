@@ -468,3 +468,72 @@ def test_efficiency_benchmark_resumes_its_grid_and_replays_samplers(tmp_path: Pa
     assert out["grid_best_ms"] == min(t.value for t in evaluated if t.value is not None)
     assert {(r["sampler"], r["seed"]) for r in out["replay"]} == {(s, i) for s in ("tpe", "random") for i in range(3)}
     assert all(1 <= r["trials_to_target"] <= out["valid_grid"] for r in out["replay"])
+
+
+def test_refresh_completes_a_best_config_stored_before_a_tunable_existed(tmp_path: Path) -> None:
+    """A study begun under an older space stored configs without a tunable added since; --refresh
+    completes the best one with that tunable's default instead of failing to re-time it."""
+    import sqlite3
+
+    db = tmp_path / "studies.db"
+    storage = f"sqlite:///{db}"
+    out = tmp_path / "res.yaml"
+    argv = ["tune", "--shapes", _shapes(tmp_path), "--backends", "torch", "--storage", storage,
+            "--results", str(out), "--sampler", "random", *FAST]
+    assert cli.main([*argv, "--trials", "2"]) == 0
+    with sqlite3.connect(db) as con:  # as the older space wrote them: no 'solver'
+        rows = con.execute("SELECT trial_user_attribute_id, value_json FROM trial_user_attributes "
+                           "WHERE key = 'config'").fetchall()
+        assert rows
+        for rid, value in rows:
+            cfg = json.loads(value)
+            cfg.pop("solver")
+            con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_user_attribute_id = ?",
+                        (json.dumps(cfg), rid))
+    assert cli.main([*argv, "--trials", "2", "--refresh"]) == 0
+    key = ShapeClass.of(Problem(**{k: v for k, v in TINY.items() if k != "name"}, device="cpu")).key
+    again = R.load(out).entries[key].backends["torch"]
+    assert again.config is not None and again.config["solver"] == "triangular"
+    assert again.extra.get("remeasured") is True and again.default_time_ms is not None
+
+
+def _tuner_bench() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tuner_bench", Path(__file__).parents[1] / "benchmarks" /
+                                                  "tuner_bench.py")
+    assert spec and spec.loader
+    tb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tb)
+    return tb
+
+
+def test_efficiency_replays_a_grid_offline_by_slug(tmp_path: Path) -> None:
+    """--slug: the samplers replayed against a grid measured elsewhere, without measuring anything;
+    an incomplete grid stops with the command that finishes it. Trials to the target are counted over
+    every trial and to the sampler's own first pick (the enqueued default is not the sampler's)."""
+    tb = _tuner_bench()
+    storage = f"sqlite:///{tmp_path}/eff.db"
+    common = ["efficiency", "--backend", "torch", "--device", "cpu", "--storage", storage, "--rep-ms", "5",
+              "--warmup-ms", "1", "--trial-timeout", "60"]
+    offline = [*common, "--slug", "some-card", "--json", str(tmp_path / "replay.json")]
+    with pytest.raises(SystemExit, match="--slug replays a complete grid only"):
+        tb.main(offline)  # nothing measured in this storage for the slug's study
+    # the grid, measured here under the card's slug (as if brought back from it)
+    real = tb.detect
+    tb.detect = lambda *a, **k: tb.DeviceInfo(kind="cpu", name="some-card", slug="some-card")
+    try:
+        assert tb.main([*common, "--samplers", "tpe", "--seeds", "1", "--json", str(tmp_path / "grid.json")]) == 0
+    finally:
+        tb.detect = real
+    assert tb.main([*offline, "--samplers", "tpe,random", "--seeds", "2"]) == 0
+    out = json.loads((tmp_path / "replay.json").read_text())
+    grid = json.loads((tmp_path / "grid.json").read_text())
+    assert out["offline_replay"] is True and grid["offline_replay"] is False
+    assert out["device"]["slug"] == "some-card" and out["grid_times_ms"] == grid["grid_times_ms"]
+    assert len(out["enqueued"]) == 1  # the torch space has no seeds: the default alone
+    for r in out["replay"]:
+        assert 1 <= r["trials_to_target"] <= r["sampled_trials_to_target"] <= out["valid_grid"]
+        # the default is the first trial: a hit at 1 means the default is within the target
+        assert (r["trials_to_target"] == 1) == out["enqueued_within_target"]
+        assert r["sampled_trials_to_target"] > 1

@@ -428,8 +428,18 @@ def _outcome(study: optuna.Study, name: str, backend: Backend, cls: ShapeClass, 
         for k in ("p20_ms", "p80_ms"):
             if k in best.user_attrs:
                 extra[k] = round(float(best.user_attrs[k]), 6)
+    best_config = None
+    if best is not None:
+        best_config = dict(best.user_attrs["config"])
+        # a study begun before the space gained a tunable stored configs without it; the trial ran
+        # what the tunable's default (the kernel's behaviour before the switch) does
+        added = {n: v for n, v in backend.search_space.default_values.items() if n not in best_config}
+        if added:
+            best_config.update(added)
+            log.info("%s: the best trial's config predates tunables %s; completed with their defaults",
+                     name, sorted(added))
     return StudyOutcome(study_name=name, backend=backend.name, shape_class=cls, problem=problem, shape=shape,
-                        best_config=None if best is None else dict(best.user_attrs["config"]),
+                        best_config=best_config,
                         best_time_ms=None if best is None else float(best.value or 0.0),
                         default_time_ms=defaults[0] if defaults else None,
                         trials=len(evaluated), failed=len(failed), pruned=len(pruned), ran=ran,
