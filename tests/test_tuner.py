@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from eda_tune import cli, dispatch
 from eda_tune import results as R
 from eda_tune.backends import Backend, get_backend, register, unregister
-from eda_tune.errors import SearchSpaceError
+from eda_tune.errors import ConfigError, SearchSpaceError
 from eda_tune.hardware import detect
 from eda_tune.problem import Config, Problem, ShapeClass
 from eda_tune.search import tuner
@@ -172,7 +172,9 @@ def test_failures_are_recorded_and_the_study_goes_on(tmp_path: Path, capsys: pyt
     else:
         assert "last_precompile" not in study.user_attrs
     trials = study.trials
-    by_cfg = {(t.params["behaviour"], t.params["chunk_size"]): t for t in trials}
+    # chunk_size has one admissible value (16) here: it is pinned, not sampled (not in t.params)
+    assert all("chunk_size" not in t.params for t in trials)
+    by_cfg = {(t.user_attrs["config"]["behaviour"], t.user_attrs["config"]["chunk_size"]): t for t in trials}
     # the grid walks the valid configs only: the five the constraint rejects are never asked for
     assert len(trials) == 5 and sorted(by_cfg) == sorted((b, 16) for b in ("good", "raise", "wrong", "hang", "crash"))
     kinds = {b: (by_cfg[(b, 16)].state, by_cfg[(b, 16)].user_attrs.get("kind")) for b in
@@ -249,6 +251,64 @@ def test_default_falls_back_to_the_nearest_valid_config_without_walking_the_grid
     small = Problem(B=1, T=37, H=2, K=16, V=32, dtype="float32", device="cpu")
     assert not triton.check_config(small, triton.search_space.default_values)[0]
     assert triton.check_config(small, triton.default_config(small))[0]
+
+
+def test_default_tries_the_seeds_before_the_nearest_config() -> None:
+    """Where the default does not fit, the first seed that fits (completed with the default) is the
+    default: seeds are the best configs measured at other shapes (triton: BV 32, 4 warps at K = 256)."""
+    space = SearchSpace.from_mapping({
+        "backend": "x", "parameters": {"BT": [16, 32, 64], "BK": [16, 32, 64], "w": [1, 2, 4]},
+        "constraints": ["BK <= K", "BT <= T"], "default": {"BT": 64, "BK": 64, "w": 4},
+        "seeds": [{"BK": 16, "BT": 16, "w": 1}, {"BK": 32, "w": 2}]})
+    prob = Problem(B=1, T=100, H=1, K=32, V=16, dtype="float32", device="cpu")
+    # the first seed fits (BT 16 <= T, BK 16 <= K): it wins over the nearest config (BK 32 alone)
+    assert space.default(prob).to_dict() == {"BT": 16, "BK": 16, "w": 1}
+    # K 8: no seed fits (every BK of the space exceeds K), and nor does any config: a clear error
+    tiny = prob.replace(K=8, T=100)
+    assert not any(space.check(tiny, {**space.default_values, **s})[0] for s in space.seeds)
+    with pytest.raises(ConfigError):  # nothing fits K 8 at all in this space
+        space.default(tiny)
+    # the triton space at K = V = 256 (S5): the YAML default's tiles do not fit, the first seed does
+    triton = get_backend("triton")
+    s5 = Problem(B=1, T=4096, H=32, K=256, V=256, dtype="bfloat16", device="cuda")
+    assert not triton.check_config(s5, triton.search_space.default_values)[0]
+    cfg = triton.default_config(s5)
+    assert (cfg["BV"], cfg["num_warps"]) == (32, 4)
+
+
+def test_pinned_tunables_are_those_the_constraints_leave_one_value() -> None:
+    space = SearchSpace.from_mapping({
+        "backend": "x",
+        "parameters": {"a": [16, 32, 64], "b": [1, 2], "c": [1, 2], "d": [3, 4, 5], "e": [7],
+                       "x": {"type": "float", "low": 0.1, "high": 1.0}},
+        "constraints": ["a <= K", "b == 1 or training", "(c == 2 and d == 3) or training",
+                        "x < 0.5 or d == 4"],
+        "default": {"a": 16, "b": 1, "c": 2, "d": 3, "e": 7, "x": 0.2}})
+    fwd = Problem(B=1, T=64, H=1, K=16, V=16, dtype="float32", device="cpu")
+    # a: only 16 fits K 16; b, c, d: the backward's; e has one choice anyway (not reported);
+    # the constraint on the continuous x is not enumerated, so it cannot pin d further
+    assert space.pinned(fwd) == {"a": 16, "b": 1, "c": 2, "d": 3}
+    assert space.pinned(fwd.replace(training=True)) == {"a": 16}
+    assert space.pinned(fwd.replace(K=64, training=True)) == {}
+    # sound: every valid config of the finite part holds the pinned values
+    finite = SearchSpace.from_mapping({
+        "backend": "x", "parameters": {"a": [16, 32, 64], "b": [1, 2], "c": [1, 2], "d": [3, 4, 5]},
+        "constraints": ["a <= K", "b == 1 or training", "(c == 2 and d == 3) or training", "a + d != 35"],
+        "default": {"a": 16, "b": 1, "c": 2, "d": 3}})
+    for prob in (fwd, fwd.replace(K=32), fwd.replace(K=32, training=True)):
+        pins = finite.pinned(prob)
+        valid = finite.valid_grid(prob)
+        assert valid and all(all(c[k] == v for k, v in pins.items()) for c in valid)
+        for name in finite.parameters:  # and nothing more is pinned than the valid grid shows
+            if len({c[name] for c in valid}) == 1 and len(finite.parameters[name].values() or ()) > 1:
+                assert name in pins
+    # the triton space for a forward-only problem: the backward's tunables are not sampled
+    triton = get_backend("triton")
+    s1 = Problem(B=8, T=4096, H=16, K=128, V=128, dtype="bfloat16", device="cuda")
+    pins = triton.search_space.pinned(s1, triton.constraint_vars(s1))
+    assert {"bwd_solver", "bwd_intra", "bwd_rec", "warps_bwd", "bwd_scratch"} <= set(pins)
+    assert not {"bwd_intra", "bwd_rec"} & set(triton.search_space.pinned(s1.replace(training=True),
+                                                                        triton.constraint_vars(s1)))
 
 
 class _Interrupting(InProcessRunner):

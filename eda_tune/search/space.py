@@ -299,9 +299,15 @@ class SearchSpace:
         return [c for c in self.grid() if self.check(problem, c, extra)[0]]
 
     def default(self, problem: Problem, extra: Mapping[str, Any] | None = None) -> Config:
-        """The YAML default if it holds for ``problem``, else the first valid config of the grid."""
+        """The YAML default if it holds for ``problem``; else the first of the space's seeds (each
+        completed with the default: the best configs measured at other shapes) that holds; else the
+        valid config of the grid nearest the default."""
         if self.check(problem, self.default_values, extra)[0]:
             return Config.from_dict(self.default_values)
+        for seed in self.seeds:
+            cand = {**self.default_values, **seed}
+            if self.check(problem, cand, extra)[0]:
+                return Config.from_dict(cand)
         if self.is_finite():
             for cand in self._near_default():
                 if self.check(problem, cand, extra)[0]:
@@ -328,9 +334,53 @@ class SearchSpace:
             for pos in sorted(found):
                 yield {n: (choices[j][i] if i >= 0 else base[j]) for j, (n, i) in enumerate(zip(names, pos))}
 
-    def suggest(self, trial: Any) -> dict[str, Any]:
-        """Sample one config through an Optuna trial (constraints are checked by the caller)."""
-        return {name: p.suggest(trial) for name, p in self.parameters.items()}
+    def pinned(self, problem: Problem, extra: Mapping[str, Any] | None = None,
+               max_combos: int = 4096) -> dict[str, Any]:
+        """The tunables that the constraints leave one value for ``problem`` (name -> that value).
+
+        Each constraint is checked on every combination of the values of the tunables it names
+        (where they are finite and not too many), and a value that no combination satisfying it
+        uses is dropped; repeated until nothing changes. Only values that no valid config can hold
+        are dropped, so sampling the rest loses nothing. E.g. the backward's tunables of the triton
+        space for a forward-only problem: a sampler that draws them anyway breaks a constraint on
+        nearly every draw."""
+        domains = {n: p.values() for n, p in self.parameters.items()}
+        names = [n for n, d in domains.items() if d is not None]
+        base = self.namespace(problem, {}, extra)
+        changed = True
+        while changed:
+            changed = False
+            for c in self.constraints:
+                mine = [n for n in names if n in c.names]
+                if any(domains[n] is None for n in c.names if n in domains):
+                    continue  # names a tunable with a continuous range: not enumerated
+                if not mine or math.prod(len(domains[n] or ()) for n in mine) > max_combos:
+                    continue
+                keep: dict[str, list[Any]] = {n: [] for n in mine}
+                for combo in itertools.product(*(domains[n] or () for n in mine)):
+                    ns = {**base, **dict(zip(mine, combo))}
+                    try:
+                        holds = bool(eval(c.code, {"__builtins__": {}}, ns))  # noqa: S307 - names checked at load
+                    except Exception:  # as in check: a constraint that cannot be evaluated rejects
+                        holds = False
+                    if holds:
+                        for n, v in zip(mine, combo):
+                            if not any(v == k and type(v) is type(k) for k in keep[n]):
+                                keep[n].append(v)
+                for n in mine:
+                    if len(keep[n]) < len(domains[n] or ()):
+                        domains[n] = keep[n]
+                        changed = True
+                if any(not keep[n] for n in mine):  # nothing fits: leave it to check() to say why
+                    return {}
+        return {n: d[0] for n, d in domains.items()
+                if d is not None and len(d) == 1 and len(self.parameters[n].values() or ()) > 1}
+
+    def suggest(self, trial: Any, fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Sample one config through an Optuna trial (constraints are checked by the caller);
+        the tunables in ``fixed`` take their value there and are not sampled."""
+        fixed = fixed or {}
+        return {name: fixed[name] if name in fixed else p.suggest(trial) for name, p in self.parameters.items()}
 
 
 def _parse_param(name: str, spec: Any, fail: Callable[[str], SearchSpaceError]) -> Parameter:

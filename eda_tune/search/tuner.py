@@ -278,6 +278,12 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
                 study.set_user_attr("last_precompile", stats)
                 log.info("study %s: precompiled %d configs in %.0f s with %d workers (%d built and checked)",
                          name, stats["configs"], stats["wall_s"], stats["workers"], stats["ok"])
+    # tunables the constraints leave one value for this problem are not sampled (e.g. the backward's
+    # for a forward-only problem): the sampler's draws then break constraints far less often
+    fixed = space.pinned(problem, extra)
+    if fixed:
+        log.info("study %s: %d tunables have one admissible value here and are not sampled: %s",
+                 name, len(fixed), ", ".join(f"{k}={v}" for k, v in sorted(fixed.items())))
     pruned_now, ran = 0, 0
     # a grid walks through its infeasible points once; a sampler stuck on infeasible configs is stopped
     max_pruned = math.inf if opts.sampler == "grid" else max(200, 50 * opts.trials)
@@ -301,7 +307,7 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
             break
         trial = study.ask()
         try:
-            values = space.suggest(trial)
+            values = space.suggest(trial, fixed)
             config = Config.from_dict(values)
             trial.set_user_attr("config", config.to_dict())
             trial.set_user_attr("config_key", config.key)
