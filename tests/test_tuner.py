@@ -90,6 +90,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     unregister("fake")
     unregister("seeded")
+    unregister("pinning")
     dispatch.reset()
 
 
@@ -597,3 +598,44 @@ def test_efficiency_replays_a_grid_offline_by_slug(tmp_path: Path) -> None:
         # the default is the first trial: a hit at 1 means the default is within the target
         assert (r["trials_to_target"] == 1) == out["enqueued_within_target"]
         assert r["sampled_trials_to_target"] > 1
+
+
+class PinningBackend(FakeBackend):
+    """chunk_size: the constraint leaves 16 (pinned); pad: free, and changes nothing."""
+
+    name = "pinning"
+
+    @property
+    def search_space(self) -> SearchSpace:  # type: ignore[override]
+        return SearchSpace.from_mapping({
+            "backend": "pinning",
+            "parameters": {"behaviour": {"choices": ["good"]}, "chunk_size": {"choices": [16, 64]},
+                           "pad": {"choices": [1, 2, 3, 4, 5, 6]}},
+            "constraints": [{"expr": "chunk_size <= 32", "reason": "fake limit on chunk_size"}],
+            "default": {"behaviour": "good", "chunk_size": 16, "pad": 1}}, source="<pinning>")
+
+
+def test_a_study_begun_before_pinning_resumes_with_pinned_tunables(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Studies stored before tunables were pinned (every tunable sampled) go on with the pinned
+    ones left out of sampling: TPE resumes them, and the configs stay complete."""
+    register(PinningBackend(), replace=True)
+    storage = f"sqlite:///{tmp_path}/studies.db"
+    out = tmp_path / "res.yaml"
+    argv = ["tune", "--shapes", _shapes(tmp_path), "--backends", "pinning", "--storage", storage,
+            "--results", str(out), "--sampler", "tpe", "--isolation", "none", *FAST]
+    with monkeypatch.context() as m:
+        m.setattr(SearchSpace, "pinned", lambda self, problem, extra=None, max_combos=4096: {})
+        assert cli.main([*argv, "--trials", "2"]) == 0
+    first = _study(storage, "pinning").trials
+    before = [t for t in first if t.state == TrialState.COMPLETE]
+    assert len(before) == 2 and all("chunk_size" in t.params for t in before)
+    assert cli.main([*argv, "--trials", "4"]) == 0
+    trials = _study(storage, "pinning").trials
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)
+            and t.user_attrs.get("reused_from") is None]  # a config drawn again is copied, not run
+    assert len(done) == 4 and all("chunk_size" not in t.params for t in done[2:])
+    assert not [t for t in trials[len(first):] if t.state == TrialState.PRUNED]  # nothing drawn to break it
+    assert all(t.user_attrs["config"]["chunk_size"] == 16 for t in done)
+    entry = next(iter(R.load(out).entries.values()))
+    assert entry.backends["pinning"].config is not None and entry.backends["pinning"].config["chunk_size"] == 16
