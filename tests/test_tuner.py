@@ -639,3 +639,35 @@ def test_a_study_begun_before_pinning_resumes_with_pinned_tunables(tmp_path: Pat
     assert all(t.user_attrs["config"]["chunk_size"] == 16 for t in done)
     entry = next(iter(R.load(out).entries.values()))
     assert entry.backends["pinning"].config is not None and entry.backends["pinning"].config["chunk_size"] == 16
+
+
+def test_a_changed_default_is_flagged_and_run_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """When the backend's default for a problem changes after its study began (a new rule, a new
+    tunable), resuming says so and the new default is the next trial; its time becomes the
+    results' default time."""
+    storage = f"sqlite:///{tmp_path}/studies.db"
+    out = tmp_path / "res.yaml"
+    argv = ["tune", "--shapes", _shapes(tmp_path), "--backends", "torch", "--storage", storage,
+            "--results", str(out), "--sampler", "random", "--isolation", "none", *FAST]
+    assert cli.main([*argv, "--trials", "2"]) == 0
+    ran = {t.user_attrs["config_key"] for t in _study(storage, "torch").trials if "config_key" in t.user_attrs}
+    torch_backend = get_backend("torch")
+    new = next(Config.from_dict({"chunk_size": c, "solver": s}) for c in (16, 32, 128)
+               for s in ("triangular", "doubling")
+               if Config.from_dict({"chunk_size": c, "solver": s}).key not in ran)
+    monkeypatch.setattr(type(torch_backend), "default_config", lambda self, problem: new)
+    with caplog.at_level("WARNING", logger="eda_tune.search.tuner"):
+        assert cli.main([*argv, "--trials", "2"]) == 0  # no trial left to run: flagged, queued
+    assert "default config changed since this study began" in caplog.text
+    waiting = [t for t in _study(storage, "torch").trials if t.state == TrialState.WAITING]
+    assert [t.user_attrs.get("config_key") for t in waiting] == [new.key]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="eda_tune.search.tuner"):
+        assert cli.main([*argv, "--trials", "3"]) == 0
+    assert "default config changed" not in caplog.text  # queued once, now run
+    third = [t for t in _study(storage, "torch").trials if t.state == TrialState.COMPLETE][2]
+    assert third.user_attrs["config_key"] == new.key and third.user_attrs.get("is_default")
+    key = ShapeClass.of(Problem(**{k: v for k, v in TINY.items() if k != "name"}, device="cpu")).key
+    res = R.load(out).entries[key].backends["torch"]
+    assert res.default_time_ms is not None

@@ -235,7 +235,8 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
     if not space.check(problem, default_cfg, extra)[0]:
         default_cfg = space.default(problem, extra)
     if not trials:
-        study.enqueue_trial(params_of(space, default_cfg), user_attrs={"is_default": True})
+        study.enqueue_trial(params_of(space, default_cfg), user_attrs={"is_default": True,
+                                                                       "config_key": default_cfg.key})
     seen: dict[str, optuna.trial.FrozenTrial] = {}
     for t in trials:
         if _evaluated(t) and "config_key" in t.user_attrs:
@@ -243,6 +244,16 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
     # the space's seeds (completed with the default) that fit this problem and were never run here,
     # also in a study resumed from before the seeds existed
     waiting = {t.user_attrs.get("config_key") for t in trials if t.state == TrialState.WAITING}
+    default_waiting = any(t.state == TrialState.WAITING and t.user_attrs.get("is_default") for t in trials)
+    if trials and default_cfg.key not in seen and default_cfg.key not in waiting and not default_waiting:
+        # the backend's default for this problem changed since the study began (a new tunable, a new
+        # rule): the stored default time, and a best that beat the old default, say nothing about it
+        log.warning("study %s: the default config changed since this study began (now %s); it runs "
+                    "first when the study gets more trials, and `tune --refresh` times it against the "
+                    "stored best without new trials", name, default_cfg.key)
+        study.enqueue_trial(params_of(space, default_cfg), user_attrs={"is_default": True,
+                                                                       "config_key": default_cfg.key})
+        waiting.add(default_cfg.key)
     for seed in space.seeds:
         cfg = Config.from_dict({**default_cfg.to_dict(), **seed})
         if cfg.key in seen or cfg.key in waiting or cfg.key == default_cfg.key:
