@@ -127,29 +127,14 @@ class ReplayRunner:
     def trials_to_target(self, sampled_only: bool = False) -> int | None:
         """1-based position of the first config within the target (the first the sampler chose
         within the sampled target)."""
+        target = self.sampled_target if sampled_only else self.target
         for i, key in enumerate(self.asked, 1):
-            if sampled_only and key not in self.enqueued and self._hit(key, self.sampled_target):
-                return i
-            if not sampled_only and self._hit(key, self.target):
+            if self._hit(key, target) and not (sampled_only and key in self.enqueued):
                 return i
         return None
 
     def close(self) -> None:
         pass
-
-
-def _enqueued(backend: Any, space: SearchSpace, problem: Problem, extra: Mapping[str, Any]) -> frozenset[str]:
-    """Keys of the configs the tuner enqueues in a new study before its sampler picks: the default
-    (as ``tuner.run_study`` chooses it) and the space's seeds that fit the problem."""
-    default = backend.default_config(problem)
-    if not space.check(problem, default, extra)[0]:
-        default = space.default(problem, extra)
-    keys = {default.key}
-    for seed in space.seeds:
-        cfg = Config.from_dict({**default.to_dict(), **seed})
-        if space.check(problem, cfg, extra)[0]:
-            keys.add(cfg.key)
-    return frozenset(keys)
 
 
 def _table(study: optuna.Study) -> dict[str, dict[str, Any]]:
@@ -205,7 +190,8 @@ def efficiency(args: argparse.Namespace) -> dict[str, Any]:
     best = ok_times[0]
     target = best * (1 + args.within)
     within = sum(t <= target for t in ok_times)
-    enqueued = _enqueued(backend, space, problem, extra)
+    default_cfg, seed_cfgs = tuner.initial_configs(backend, space, problem, extra)
+    enqueued = frozenset([default_cfg.key, *(c.key for c in seed_cfgs)])
     default_in_target = any(k in table and table[k]["ok"] and table[k]["time_ms"] <= target for k in enqueued)
     # the sampler's own task: the best config it can pick (the enqueued ones left out), within --within
     sampled_best = min((r["time_ms"] for k, r in table.items() if r["ok"] and k not in enqueued), default=None)
@@ -228,7 +214,7 @@ def efficiency(args: argparse.Namespace) -> dict[str, Any]:
             marked = {t.user_attrs.get("config_key") or Config.from_dict(t.user_attrs.get("config", {})).key
                       for t in st.trials if t.user_attrs.get("is_default") or t.user_attrs.get("is_seed")}
             if not marked <= enqueued:  # the replay's idea of what the tuner enqueues is out of date
-                raise SystemExit(f"the tuner enqueued {sorted(marked - enqueued)}, not foreseen by _enqueued")
+                raise SystemExit(f"the tuner enqueued {sorted(marked - enqueued)}, not foreseen by initial_configs")
             n, ns = replay.trials_to_target(), replay.trials_to_target(sampled_only=True)
             rows.append({"sampler": sampler, "seed": seed, "trials_to_target": n,
                          "fraction_of_grid": None if n is None else n / len(valid),

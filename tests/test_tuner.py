@@ -492,13 +492,7 @@ def test_refresh_retimes_without_new_trials(tmp_path: Path) -> None:
 
 
 def test_efficiency_benchmark_resumes_its_grid_and_replays_samplers(tmp_path: Path) -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tuner_bench", Path(__file__).parents[1] / "benchmarks" /
-                                                  "tuner_bench.py")
-    assert spec and spec.loader
-    tb = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tb)
+    tb = _tuner_bench()
     storage = f"sqlite:///{tmp_path}/eff.db"
     argv = ["efficiency", "--backend", "torch", "--device", "cpu", "--storage", storage, "--rep-ms", "5",
             "--warmup-ms", "1", "--trial-timeout", "60", "--json", str(tmp_path / "eff.json")]

@@ -21,7 +21,7 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -201,6 +201,22 @@ def _evaluated(t: optuna.trial.FrozenTrial) -> bool:
 ProgressFn = Callable[[int, int, float | None], None]
 
 
+def initial_configs(backend: Backend, space: SearchSpace, problem: Problem,
+                    extra: Mapping[str, Any]) -> tuple[Config, list[Config]]:
+    """What a study runs before its sampler picks: the default (the backend's, or the space's
+    fallback where the backend's breaks the space's constraints) and the space's seeds, each
+    completed with the default, that fit ``problem`` (in their order, the default left out)."""
+    default_cfg = backend.default_config(problem)
+    if not space.check(problem, default_cfg, extra)[0]:
+        default_cfg = space.default(problem, extra)
+    seeds: list[Config] = []
+    for seed in space.seeds:
+        cfg = Config.from_dict({**default_cfg.to_dict(), **seed})
+        if cfg.key != default_cfg.key and space.check(problem, cfg, extra)[0]:
+            seeds.append(cfg)
+    return default_cfg, seeds
+
+
 def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape: str, opts: TuneOptions,
               runner: Runner, progress: ProgressFn | None = None, space: SearchSpace | None = None,
               name: str | None = None, recorded: bool = False) -> StudyOutcome:
@@ -231,36 +247,31 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
         study._storage.set_trial_user_attr(t._trial_id, "reason", "interrupted: left running by an earlier run")
         study.tell(t.number, state=TrialState.FAIL)
     trials = study.get_trials(deepcopy=False)
-    default_cfg = backend.default_config(problem)
-    if not space.check(problem, default_cfg, extra)[0]:
-        default_cfg = space.default(problem, extra)
-    if not trials:
-        study.enqueue_trial(params_of(space, default_cfg), user_attrs={"is_default": True,
-                                                                       "config_key": default_cfg.key})
+    default_cfg, seed_cfgs = initial_configs(backend, space, problem, extra)
     seen: dict[str, optuna.trial.FrozenTrial] = {}
     for t in trials:
         if _evaluated(t) and "config_key" in t.user_attrs:
             seen.setdefault(t.user_attrs["config_key"], t)
-    # the space's seeds (completed with the default) that fit this problem and were never run here,
-    # also in a study resumed from before the seeds existed
     waiting = {t.user_attrs.get("config_key") for t in trials if t.state == TrialState.WAITING}
     default_waiting = any(t.state == TrialState.WAITING and t.user_attrs.get("is_default") for t in trials)
-    if trials and default_cfg.key not in seen and default_cfg.key not in waiting and not default_waiting:
-        # the backend's default for this problem changed since the study began (a new tunable, a new
-        # rule): the stored default time, and a best that beat the old default, say nothing about it
-        log.warning("study %s: the default config changed since this study began (now %s); it runs "
-                    "first when the study gets more trials, and `tune --refresh` times it against the "
-                    "stored best without new trials", name, default_cfg.key)
+    # the default goes first in a new study, and again where the backend's default for this problem
+    # changed since the study began (a new tunable, a new rule): the stored default time, and a best
+    # that beat the old default, say nothing about it
+    if default_cfg.key not in seen and default_cfg.key not in waiting and not default_waiting:
+        if trials:
+            log.warning("study %s: the default config changed since this study began (now %s); it runs "
+                        "first when the study gets more trials, and `tune --refresh` times it against the "
+                        "stored best without new trials", name, default_cfg.key)
         study.enqueue_trial(params_of(space, default_cfg), user_attrs={"is_default": True,
                                                                        "config_key": default_cfg.key})
         waiting.add(default_cfg.key)
-    for seed in space.seeds:
-        cfg = Config.from_dict({**default_cfg.to_dict(), **seed})
-        if cfg.key in seen or cfg.key in waiting or cfg.key == default_cfg.key:
+    # the space's seeds that fit this problem and were never run here, also in a study resumed from
+    # before the seeds existed
+    for cfg in seed_cfgs:
+        if cfg.key in seen or cfg.key in waiting:
             continue
-        if space.check(problem, cfg, extra)[0]:
-            study.enqueue_trial(params_of(space, cfg), user_attrs={"is_seed": True, "config_key": cfg.key})
-            waiting.add(cfg.key)
+        study.enqueue_trial(params_of(space, cfg), user_attrs={"is_seed": True, "config_key": cfg.key})
+        waiting.add(cfg.key)
     done = sum(_evaluated(t) for t in trials)
     deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
     valid_keys: set[str] | None = None
@@ -271,8 +282,7 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
             # the grid walks the valid configs only, in an order fixed by the seed: walking the
             # product of the tunables spends a trial on each infeasible point (at S1, 10k of them
             # around 63 valid ones: on an H200, 1726 trials in 340 s of which 2 ran a config)
-            default_queued = not trials or any(t.state == TrialState.WAITING and t.user_attrs.get("is_default")
-                                               for t in trials)
+            default_queued = not trials or default_waiting
             random.Random(opts.seed).shuffle(valid)
             for cfg in valid:
                 if cfg.key in seen or cfg.key in waiting or (default_queued and cfg.key == default_cfg.key):
