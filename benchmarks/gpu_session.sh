@@ -2,7 +2,9 @@
 # One device call that does what a short GPU lease allows; each step has its own time limit in
 # seconds (0 skips it), and everything it prints goes to $OUT/run.log:
 #   SEG_S    benchmarks/gpu_segments.py: the segments switch checked, then timed at S4, S2, S1 with fla;
-#   BWD_S    benchmarks/gpu_triton_bwd_intra.py: the backward variants, checked, then timed at S1;
+#   BWD_S    benchmarks/gpu_triton_bwd_intra.py: the backward variants, checked, then timed at S1
+#            (BWD_TAGS: only these timing variants; BWD_CHECKS=0: no checks); $OUT/bwd_intra.json;
+#   NCU_S    Nsight Compute over the five backward kernels at S1 (benchmarks/ncu_bwd.py): $OUT/ncu_bwd.txt;
 #   TUNE_S   tune the triton backend on S1-S5 (TRIALS per study; resumable: the storage comes back
 #            in $OUT and is carried again as .tune/), merging into results/<slug>.yaml; REFRESH=1:
 #            no new trials, each study's best and the current default timed again (tune --refresh);
@@ -63,8 +65,14 @@ if [ "${SEG_S:-0}" -gt 0 ]; then
   echo "segments: rc $?" | tee -a "$LOG"
 fi
 if [ "${BWD_S:-0}" -gt 0 ]; then
-  timeout "$BWD_S" python3 benchmarks/gpu_triton_bwd_intra.py >> "$LOG" 2>&1
+  OUT=$OUT timeout "$BWD_S" python3 benchmarks/gpu_triton_bwd_intra.py >> "$LOG" 2>&1
   echo "bwd variants: rc $?" | tee -a "$LOG"
+fi
+if [ "${NCU_S:-0}" -gt 0 ]; then
+  timeout "$NCU_S" ncu --clock-control none --section SpeedOfLight --section LaunchStats --section Occupancy \
+    --section WarpStateStats --section SchedulerStats -k "regex:eda_(fwd_wu|fwd_h_|bwd)" --launch-skip 5 \
+    --launch-count 5 python3 benchmarks/ncu_bwd.py > "$OUT/ncu_bwd.txt" 2>&1
+  echo "ncu backward: rc $?" | tee -a "$LOG"
 fi
 if [ "${TUNE_S:-150}" -gt 0 ]; then
   timeout "$TUNE_S" python3 -m eda_tune tune --shapes "${TUNE_SHAPES:-benchmarks/shapes_s1_s5.yaml}" --backends "${TUNE_BACKENDS:-triton}" \

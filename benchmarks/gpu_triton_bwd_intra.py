@@ -8,7 +8,10 @@ eda_tune.checking.run_and_check), then at S1 (B=8, T=4096, H=16, K=V=128, bf16) 
 forward+backward and of the backward's pieces (``chunk_eda_bwd_triton`` stages 2 and 3: intra =
 stage 3 - stage 2), for the default config and a few neighbours. Writes $OUT/bwd_intra.json after
 every step; stage 1 is the recompute, 2 - 1 the recurrence, 3 - 2 the intra-chunk part.
-Without CUDA (TRITON_INTERPRET=1) only the checks run, at smaller shapes.
+Without CUDA (TRITON_INTERPRET=1) only the checks run, at smaller shapes. ``BWD_TAGS`` (a comma
+list of the timing tags below) times only those; ``BWD_SHAPES`` (default S1) at these standard
+shapes, each variant over the backend's default config for the shape; ``BWD_CHECKS=0`` skips
+the checks.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ DEV = "cuda" if CUDA else "cpu"
 RES: dict[str, Any] = {"card": torch.cuda.get_device_name(0) if CUDA else "cpu", "checks": [], "timings": [],
                        "errors": []}
 T0 = time.time()
-S1 = (8, 4096, 16, 128)  # B, T, H, K = V
+# B, T, H, K, V of the standard shapes (benchmarks/shapes_s1_s5.yaml)
+SHAPES = {"S1": (8, 4096, 16, 128, 128), "S2": (2, 16384, 16, 128, 128), "S3": (8, 4096, 32, 64, 64),
+          "S4": (1, 32768, 8, 128, 128), "S5": (4, 4096, 8, 256, 256)}
 
 
 def save() -> None:
@@ -57,13 +62,20 @@ def check(name: str, problem: Problem, p: TritonParams) -> None:
           f"{max(res.errors.values()):.2e} {res.reason}", flush=True)
 
 
-def timing(p: TritonParams, tag: str) -> None:
+def timing(p: TritonParams | dict[str, Any], tag: str, shape: str = "S1") -> None:
+    """Forward+backward at ``shape`` (bf16, training): ``p`` is a TritonParams, or overrides of the
+    backend's default config for that shape (what a training call gets, ``segments`` included)."""
     from triton.testing import do_bench
-    B, T, H, D = S1
-    problem = Problem(B=B, T=T, H=H, K=D, V=D, dtype="bfloat16", training=True, device=DEV)
+
+    from kernel_variants.triton.backend import TritonBackend
+
+    B, T, H, K, V = SHAPES[shape]
+    problem = Problem(B=B, T=T, H=H, K=K, V=V, dtype="bfloat16", gate=True, training=True, device=DEV)
+    if isinstance(p, dict):
+        p = replace(TritonParams.from_config(TritonBackend().default_config(problem)), **p)
     d = make_inputs(problem, seed=0, requires_grad=True)
     xs = [d[n] for n in ("q", "k", "v", "e", "g", "beta", "gamma") if d[n] is not None]
-    do = torch.randn(B, T, H, D, device=DEV, dtype=torch.bfloat16)
+    do = torch.randn(B, T, H, V, device=DEV, dtype=torch.bfloat16)
     fn = call(p)
 
     def step():
@@ -72,11 +84,14 @@ def timing(p: TritonParams, tag: str) -> None:
 
     def bench(f, **kw):
         return do_bench(f, warmup=25, rep=100, return_mode="median", **kw)
-    rec: dict[str, Any] = {"shape": "S1", "tag": tag, "config": p.__dict__, "fwdbwd_ms": bench(step, grad_to_none=xs)}
+    rec: dict[str, Any] = {"shape": shape, "tag": tag, "config": p.__dict__, "fwdbwd_ms": bench(step, grad_to_none=xs)}
     a = [x.detach() for x in xs]
-    for s in (1, 2, 3):
-        rec[f"bwd_ms_stages{s}"] = bench(lambda s=s: chunk_eda_bwd_triton(
-            *a[:7], D ** -0.5, None, None, None, do, None, p, stages=s))
+    if p.segments == 1:  # the pieces of the uncut backward
+        for s in (1, 2, 3):
+            rec[f"bwd_ms_stages{s}"] = bench(lambda s=s: chunk_eda_bwd_triton(
+                *a[:7], K ** -0.5, None, None, None, do, None, p, stages=s))
+        rec["intra_ms"] = rec["bwd_ms_stages3"] - rec["bwd_ms_stages2"]
+        rec["recurrence_ms"] = rec["bwd_ms_stages2"] - rec["bwd_ms_stages1"]
     for x in xs:
         x.grad = None
     torch.cuda.synchronize()
@@ -85,23 +100,23 @@ def timing(p: TritonParams, tag: str) -> None:
     step()
     torch.cuda.synchronize()
     rec["peak_extra_MiB"] = (torch.cuda.max_memory_allocated() - base) / 2**20  # over inputs and do
-    rec["intra_ms"] = rec["bwd_ms_stages3"] - rec["bwd_ms_stages2"]
-    rec["recurrence_ms"] = rec["bwd_ms_stages2"] - rec["bwd_ms_stages1"]
     RES["timings"].append(rec)
     save()
-    print(f"[{time.time() - T0:6.1f}s] time {tag} {p.bwd_intra}/{p.bwd_rec}: fwd+bwd {rec['fwdbwd_ms']:.3f} ms, bwd "
-          f"{rec['bwd_ms_stages3']:.3f} ms (recompute {rec['bwd_ms_stages1']:.3f}, recurrence "
-          f"{rec['recurrence_ms']:.3f}, intra {rec['intra_ms']:.3f}), peak +{rec['peak_extra_MiB']:.0f} MiB",
-          flush=True)
+    parts = (f", bwd {rec['bwd_ms_stages3']:.3f} ms (recompute {rec['bwd_ms_stages1']:.3f}, recurrence "
+             f"{rec['recurrence_ms']:.3f}, intra {rec['intra_ms']:.3f})" if "intra_ms" in rec else
+             f" (segments {p.segments})")
+    print(f"[{time.time() - T0:6.1f}s] time {shape} {tag}: fwd+bwd {rec['fwdbwd_ms']:.3f} ms{parts}, "
+          f"peak +{rec['peak_extra_MiB']:.0f} MiB", flush=True)
 
 
 def guarded(f, *a) -> None:
     try:
         f(*a)
     except Exception as err:
-        RES["errors"].append(f"{f.__name__} {a[0]}: {type(err).__name__}: {err}")
+        what = " ".join(x for x in a if isinstance(x, str))
+        RES["errors"].append(f"{f.__name__} {what}: {type(err).__name__}: {err}")
         save()
-        print("ERROR", f.__name__, a[0], type(err).__name__, err, flush=True)
+        print("ERROR", f.__name__, what, type(err).__name__, err, flush=True)
         traceback.print_exc(limit=3)
 
 
@@ -114,7 +129,7 @@ def main() -> None:
                                final_state=True, training=True, device=DEV),
     }
     base = TritonParams() if CUDA else TritonParams(BT=16, BK=32, BV=16)
-    for name, problem in checks.items():
+    for name, problem in (checks.items() if os.environ.get("BWD_CHECKS", "1") != "0" else ()):
         for kw in ({}, {"bwd_rec": "fused"}, {"bwd_intra": "triton2"}, {"bwd_scratch": "half"}):
             if kw.get("bwd_scratch") == "half" and problem.dtype == "float32":
                 continue  # 16-bit scratch is for 16-bit inputs
@@ -122,11 +137,32 @@ def main() -> None:
     if not CUDA:
         return
     # the backward's pieces around the default (BT 16, bwd_rec split): recurrence variants, tiles, warps
-    for tag, kw in (("default", {}), ("scratch_half", {"bwd_scratch": "half"}),
-                    ("fused", {"bwd_rec": "fused"}), ("BV32", {"BV": 32}),
-                    ("warps_h8", {"warps_h": 8}), ("BT32", {"BT": 32, "fuse_o": False}),
-                    ("warps_bwd8", {"warps_bwd": 8}), ("triton2", {"bwd_intra": "triton2"})):
-        guarded(timing, replace(TritonParams(), **kw), tag)
+    variants: dict[str, dict[str, Any]] = {
+                "default": {}, "old_bwd": {"bv_grad": 0, "stages_grad": 0, "stages_dh": 0},
+                "scratch_half": {"bwd_scratch": "half"}, "fused": {"bwd_rec": "fused"},
+                "BV32": {"BV": 32}, "warps_h8": {"warps_h": 8}, "BT32": {"BT": 32, "fuse_o": False},
+                "warps_bwd8": {"warps_bwd": 8}, "triton2": {"bwd_intra": "triton2"},
+                # one kernel of the split backward at a time (TritonParams' per-kernel overrides)
+                "dh_w8": {"warps_dh": 8}, "dh_bv32": {"bv_dh": 32},
+                "grad_bv32": {"bv_grad": 32}, "grad_bv16": {"bv_grad": 16}, "grad_w8": {"warps_grad": 8},
+                "grad_s1": {"stages_grad": 1}, "intra_bv32": {"bv_intra": 32}, "intra_w8": {"warps_intra": 8},
+                "grad_bv32_half": {"bv_grad": 32, "bwd_scratch": "half"},
+                "grad_bv32_s1": {"bv_grad": 32, "stages_grad": 1}, "grad_bv32_s3": {"bv_grad": 32, "stages_grad": 3},
+                "dh_s1": {"stages_dh": 1}, "dh_s3": {"stages_dh": 3}, "intra_s1": {"stages_intra": 1},
+                "intra_s3": {"stages_intra": 3}, "intra_bk32": {"bk_intra": 32}, "intra_bk128": {"bk_intra": 128},
+                "grad_bv32_s1_half": {"bv_grad": 32, "stages_grad": 1, "bwd_scratch": "half"},
+                "grad_bv16_s3": {"bv_grad": 16, "stages_grad": 3}, "grad_bv64_s1": {"bv_grad": 64, "stages_grad": 1},
+                "grad_bv64_s3": {"bv_grad": 64, "stages_grad": 3}}
+    tags = [t for t in os.environ.get("BWD_TAGS", "").split(",") if t] or list(variants)
+    unknown = sorted(set(tags) - set(variants))
+    if unknown:
+        raise SystemExit(f"BWD_TAGS: unknown {unknown}; known: {', '.join(variants)}")
+    shapes = [x for x in os.environ.get("BWD_SHAPES", "S1").split(",") if x]
+    if set(shapes) - set(SHAPES):
+        raise SystemExit(f"BWD_SHAPES: unknown {sorted(set(shapes) - set(SHAPES))}; known: {', '.join(SHAPES)}")
+    for shape in shapes:
+        for tag in tags:  # each variant over the backend's default config for the shape
+            guarded(timing, variants[tag], tag, shape)
 
 
 if __name__ == "__main__":

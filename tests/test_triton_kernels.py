@@ -295,6 +295,38 @@ def test_backward_half_scratch(dtype: str, tol: float) -> None:
     assert not torch.equal(grads[0], grads[1])
 
 
+def test_backward_per_kernel_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The split backward's per-kernel overrides (V tiles of the dS, grad and intra kernels other
+    than the config's BV, their own warps and stages): every gradient matches the reference, and the
+    V tiles asked for are what the kernels were launched with."""
+    from kernel_variants.triton import chunk_bwd
+
+    problem = Problem(B=1, T=50, H=2, K=32, V=48, dtype="float32", initial_state=True, final_state=True,
+                      training=True, device=DEVICE)
+    params = TritonParams(BT=16, BK=32, BV=64, bv_dh=16, bv_grad=32, stages_grad=1, bv_intra=16,
+                          warps_dh=2, warps_grad=8, warps_intra=2, stages_dh=1, stages_intra=1, bk_intra=16)
+    seen: dict[str, set[int]] = {}
+    wrapped = {n: getattr(chunk_bwd, n) for n in ("eda_bwd_dh_kernel", "eda_bwd_grad_kernel",
+                                                    "eda_bwd_intra_kernel")}
+
+    class Spy:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __getitem__(self, grid: Any) -> Any:
+            def launch(*args: Any, **kw: Any) -> Any:
+                seen.setdefault(self.name, set()).add(kw["BV"] if self.name != "eda_bwd_intra_kernel"
+                                                      else (kw["BK"], kw["BV"]))
+                return wrapped[self.name][grid](*args, **kw)
+            return launch
+
+    from kernel_variants.triton import chunk as chunk_mod
+    for n in wrapped:
+        monkeypatch.setattr(chunk_mod, n, Spy(n))
+    _check(problem, params, seed=5, grads=True, tol=5e-3)
+    assert seen == {"eda_bwd_dh_kernel": {16}, "eda_bwd_grad_kernel": {32}, "eda_bwd_intra_kernel": {(16, 16)}}
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 def test_gpu_bf16_half_scratch() -> None:

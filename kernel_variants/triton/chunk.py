@@ -69,6 +69,21 @@ class TritonParams:
     warps_bwd: int = 4
     segments: int = 1
     bwd_scratch: str = "fp32"
+    # the split backward's grad kernel (V tile, pipelining stages) and the stages of its dS kernel
+    # (search space tunables; 0: the config's BV / num_stages)
+    bv_grad: int = 32
+    stages_grad: int = 3
+    stages_dh: int = 3
+    # per-kernel overrides of the split backward (0: inherit BV / warps_h, warps_bwd / num_stages);
+    # not in the search space: set by benchmarks/gpu_triton_bwd_intra.py to time each kernel's
+    # tiles and warps on their own (the grad and intra kernels run at 255 registers a thread)
+    bv_dh: int = 0
+    warps_dh: int = 0
+    warps_grad: int = 0
+    bk_intra: int = 0
+    bv_intra: int = 0
+    warps_intra: int = 0
+    stages_intra: int = 0
 
     @classmethod
     def from_config(cls, config: Any) -> TritonParams:
@@ -78,7 +93,9 @@ class TritonParams:
                    bwd_solver=str(config["bwd_solver"]), fuse_o=bool(config["fuse_o"]),
                    bwd_intra=str(config["bwd_intra"]), delta=str(config["delta"]),
                    bwd_rec=str(config["bwd_rec"]), warps_bwd=int(config["warps_bwd"]),
-                   segments=int(config["segments"]), bwd_scratch=str(config["bwd_scratch"]))
+                   segments=int(config["segments"]), bwd_scratch=str(config["bwd_scratch"]),
+                   bv_grad=int(config["bv_grad"]), stages_grad=int(config["stages_grad"]),
+                   stages_dh=int(config["stages_dh"]))
 
 
 def _pad_k(K: int) -> int:
@@ -412,13 +429,14 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
         eda_bwd_dh_kernel[(triton.cdiv(V, bv), N * H)](
             w, do, dht_ if dht_ is not None else dummy, bufs["dh"], dh0, q, k, e, g_, scale, cu_seqlens,
             co, T, NCT, H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_DHT=dht_ is not None,
-            IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, num_warps=p.warps_h, num_stages=ns)
+            IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, num_warps=p.warps_dh or p.warps_h,
+            num_stages=ns)
 
     def launch_grad(bv: int, ns: int) -> None:
         eda_bwd_grad_kernel[(NCT, B * H)](
             h, bufs["dh"], w, u, do, dU, bufs["dW"], bufs["dQg"], bufs["dA"], bufs["dKd"], bufs["ddec"],
             q, k, e, g_, scale, cu_seqlens, ci, T, NCT, H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv,
-            IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, num_warps=p.warps_bwd,
+            IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, num_warps=p.warps_grad or p.warps_bwd,
             num_stages=ns)
 
     if p.bwd_rec == "split":
@@ -429,8 +447,8 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
                     dA=torch.empty(B, H, NCT, BT, NR, dtype=gdt, device=q.device),
                     dKd=torch.empty(B, H, NCT, NR, K, dtype=gdt, device=q.device),
                     ddec=torch.empty(B, H, NCT, dtype=f32, device=q.device))
-        _with_fallback(launch_dh, BV, p.num_stages)
-        _with_fallback(launch_grad, BV, p.num_stages)
+        _with_fallback(launch_dh, _fit(p.bv_dh, V) if p.bv_dh else BV, p.stages_dh or p.num_stages)
+        _with_fallback(launch_grad, _fit(p.bv_grad, V) if p.bv_grad else BV, p.stages_grad or p.num_stages)
     else:
         _with_fallback(launch_bwd, BV, p.num_stages)
     dW, dQg, dA, dKd, ddec = (bufs[n] for n in ("dW", "dQg", "dA", "dKd", "ddec"))
@@ -455,10 +473,10 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
         intra_kernel[(NCT, B * H)](
             q, k, e, v, g_, beta, gamma, dW, dU, dQg, dA, dKd, ddec,
             dq, dk, de, dv, dg if dg is not None else dummy, dbeta, dgamma, cu_seqlens, ci, scale,
-            T, NCT, H=H, K=K, V=V, BT=BT, BK=BK, BV=bv, LOG2N=log2n, USE_G=use_g,
-            IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=p.warps_bwd, num_stages=ns)
+            T, NCT, H=H, K=K, V=V, BT=BT, BK=_fit(p.bk_intra, K) if p.bk_intra else BK, BV=bv, LOG2N=log2n, USE_G=use_g,
+            IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=p.warps_intra or p.warps_bwd, num_stages=ns)
 
-    _with_fallback(launch_intra, BV, p.num_stages)
+    _with_fallback(launch_intra, _fit(p.bv_intra, V) if p.bv_intra else BV, p.stages_intra or p.num_stages)
     return dq, dk, dv, de, dg, dbeta, dgamma, (dh0.to(h0.dtype) if h0 is not None else None)
 
 
