@@ -137,12 +137,19 @@ class ReplayRunner:
         pass
 
 
-def _table(study: optuna.Study) -> dict[str, dict[str, Any]]:
+def _table(study: optuna.Study, space: SearchSpace) -> dict[str, dict[str, Any]]:
+    """Config key -> measured result of each finished trial of the grid study. A config stored
+    before a tunable existed is completed with the space's default for it (what the kernels ran
+    then: the grid's problem pins such tunables, as with the backward's tunables on a forward
+    problem), so its key matches the configs the replayed samplers ask for."""
     out: dict[str, dict[str, Any]] = {}
     for t in study.trials:
         key = t.user_attrs.get("config_key")
         if key is None or t.state == TrialState.PRUNED or t.user_attrs.get("reused_from") is not None:
             continue
+        stored = t.user_attrs.get("config")
+        if isinstance(stored, dict) and set(space.parameters) - set(stored):
+            key = Config.from_dict({**space.default_values, **stored}).key
         if t.state == TrialState.COMPLETE and t.value is not None:
             out[key] = {"ok": True, "time_ms": float(t.value)}
         elif t.state == TrialState.FAIL and t.user_attrs.get("kind") != "interrupted":
@@ -180,7 +187,7 @@ def efficiency(args: argparse.Namespace) -> dict[str, Any]:
     grid_s = time.perf_counter() - t0
     print()
     gstudy = optuna.load_study(study_name=name, storage=storage)
-    table = _table(gstudy)
+    table = _table(gstudy, space)
     if len(table) < len(valid):
         raise SystemExit(f"the grid is not complete: {len(table)} of {len(valid)} configs measured in "
                          f"{grid_s:.0f} s; run the same command again (same --storage) to continue it")

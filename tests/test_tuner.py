@@ -594,6 +594,26 @@ def test_efficiency_replays_a_grid_offline_by_slug(tmp_path: Path) -> None:
         assert r["sampled_trials_to_target"] > 1
 
 
+def test_efficiency_table_completes_configs_older_than_a_tunable() -> None:
+    """A grid measured before a tunable existed (the triton backward's tunables came after the H200
+    grid) still answers the replay: its stored configs are keyed as completed with the space's
+    default, the configs the samplers now ask for; without that no key matches and the replay
+    finds nothing."""
+    import optuna
+
+    tb = _tuner_bench()
+    space = get_backend("torch").search_space
+    full = dict(space.default_values)
+    dropped = sorted(full)[0]
+    old = {k: v for k, v in full.items() if k != dropped}
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    study.add_trial(optuna.trial.create_trial(value=1.5, params={}, distributions={}, user_attrs={
+        "config": old, "config_key": Config.from_dict(old).key}))
+    table = tb._table(study, space)
+    assert list(table) == [Config.from_dict(full).key]
+    assert table[Config.from_dict(full).key] == {"ok": True, "time_ms": 1.5}
+
+
 class PinningBackend(FakeBackend):
     """chunk_size: the constraint leaves 16 (pinned); pad: free, and changes nothing."""
 
