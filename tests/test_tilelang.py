@@ -1,6 +1,6 @@
 """The TileLang backend on a machine without a GPU.
 
-(a) the CPU build (target "c") against the float64 recurrence in float32;
+(a) the CPU build (target "c") against the float64 recurrence in float32, forward and backward;
 (b) the admitted configs of ``search_spaces/tilelang.yaml`` lower for sm_90a within the
     shared-memory budget and the YAML's estimate (every admitted config of the main problem;
     a fixed sample of the others, or all of them with ``EDA_TILELANG_FULL_WALK=1``);
@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 import torch
 
-from eda_tune.errors import EdaError
 from eda_tune.problem import Problem
 from eda_tune.reference import naive_recurrent_eda
 
@@ -126,16 +125,54 @@ def test_cpu_build_bf16_computes_in_float32() -> None:
     assert err < 1e-2, f"bf16 rel err {err:.3e}"
 
 
-def test_forward_only() -> None:
-    be = _backend()
-    ok, why = be.supports(Problem(B=1, T=8, H=1, K=16, V=16, dtype="float32", training=True, device="cpu"))
-    assert not ok and "forward only" in why
-    problem = Problem(B=1, T=8, H=1, K=32, V=32, dtype="float32", device="cpu")
-    fn = be.build(problem)
-    x = _inputs(1, 8, 1, 32, 32, True, 0)
+BWD_CASES = {
+    # name: (Problem keywords, config): every gradient, through the TileLang scans of the backward
+    "odd-T-KneV-BT16": (dict(B=2, T=37, H=2, K=32, V=48, initial_state=True, final_state=True),
+                        {"BT": 16, "BK": 32, "BV": 32}),
+    "varlen-l2norm-BT32": (dict(B=1, T=70, H=2, K=16, V=32, num_seqs=3, l2norm=True, initial_state=True,
+                                final_state=True), {"BT": 32, "BK": 32, "BV": 32}),
+    "nogate-K100-V20-tm": (dict(B=1, T=23, H=1, K=100, V=20, gate=False), {"BT": 16, "BK": 32, "BV": 32,
+                                                                          "design": "tm"}),
+}
+
+
+@pytest.mark.parametrize("case", list(BWD_CASES))
+def test_cpu_backward_matches_reference(case: str) -> None:
+    """Training through the TileLang backend: the state and state-gradient scans are TileLang CPU
+    builds; every gradient (and the final and initial state's) against the float64 recurrence."""
+    from eda_tune.checking import run_and_check
+    from eda_tune.ops import chunk_eda
+
+    kw, config = BWD_CASES[case]
+    problem = Problem(dtype="float32", training=True, device="cpu", **kw)  # type: ignore[arg-type]
+    assert _backend().supports(problem)[0]
+    res = run_and_check(lambda **x: chunk_eda(**x, backend="tilelang", config=config), problem, seed=5, grads=True)
+    assert res.ok, res.reason
+    assert {"dq", "dk", "dv", "de", "dbeta", "dgamma"} <= set(res.errors), res.errors
+    assert max(res.errors.values()) < 1e-5, res.errors
+
+
+def test_backward_scans_are_the_tilelang_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backward runs the two TileLang scans (compiled for the CPU here), not a PyTorch loop:
+    observed through the compile cache."""
+    from kernel_variants.tilelang import backend as tb
+
+    kinds: list[str] = []
+    real = tb.compile_kernel
+
+    def spy(kind: str, *a: Any, **k: Any) -> Any:
+        kinds.append(kind)
+        return real(kind, *a, **k)
+
+    monkeypatch.setattr(tb, "compile_kernel", spy)
+    problem = Problem(B=1, T=20, H=1, K=16, V=16, dtype="float32", training=True, device="cpu")
+    fn = _backend().build(problem, {"BT": 16, "BK": 32, "BV": 32})
+    x = _inputs(1, 20, 1, 16, 16, True, 0)
     q = x["q"].requires_grad_()  # type: ignore[union-attr]
-    with pytest.raises(EdaError, match="forward only"):
-        fn(q, x["k"], x["v"], x["e"], x["g"], x["beta"], x["gamma"], 0.2, None, False, None, False)
+    o, _ = fn(q, x["k"], x["v"], x["e"], x["g"], x["beta"], x["gamma"], 0.25, None, False, None, False)
+    assert "states" not in kinds  # the forward alone
+    o.sum().backward()
+    assert kinds[-2:] == ["states", "dstates"] and q.grad is not None and q.grad.abs().sum() > 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,9 +190,9 @@ def _lower(spec: tuple[Any, ...]) -> tuple[str, int, str]:
         return repr(spec), -1, str(err).strip().splitlines()[-1][:300]
 
 
-def _gpu_problem(K: int, V: int, dtype: str) -> Problem:
+def _gpu_problem(K: int, V: int, dtype: str, training: bool = False) -> Problem:
     return Problem(B=8, T=4096, H=16, K=K, V=V, dtype=dtype, initial_state=True, final_state=True,
-                   device="cuda")
+                   training=training, device="cuda")
 
 
 LOWER_PROBLEMS = {
@@ -164,6 +201,8 @@ LOWER_PROBLEMS = {
     "K64-bf16": (64, 64, "bfloat16", False),
     "K256-bf16": (256, 256, "bfloat16", False),
     "K128-V64-fp32": (128, 64, "float32", False),
+    # training: the backward's two scans as well
+    "K128-bf16-train": (128, 128, "bfloat16", False),
 }
 SAMPLE = 3  # configs besides the default, for the problems not walked in full
 
@@ -192,8 +231,10 @@ def test_admitted_configs_lower_for_sm90a(name: str) -> None:
 
     K, V, dtype, full = LOWER_PROBLEMS[name]
     full = full or os.environ.get("EDA_TILELANG_FULL_WALK") == "1"
-    problem = _gpu_problem(K, V, dtype)
+    problem = _gpu_problem(K, V, dtype, training=name.endswith("-train"))
     specs = _admitted_specs(problem, full)
+    if problem.training:
+        assert {spec[0] for spec in specs} >= {"states", "dstates"}
     workers = max(1, min(2, os.cpu_count() or 1))
     with ProcessPoolExecutor(workers) as pool:
         results = list(pool.map(_lower, specs))
@@ -228,7 +269,7 @@ def test_sample_builds_with_nvcc() -> None:
     from kernel_variants.tilelang.kernels import GENERATORS
 
     be = _backend()
-    problem = _gpu_problem(128, 128, "bfloat16")
+    problem = _gpu_problem(128, 128, "bfloat16", training=True)  # the backward's scans too
     target = tvm.target.Target({"kind": "cuda", "arch": "sm_90a"})
     default = be.default_config(problem).to_dict()
     for cfg in (default, {**default, "design": "tm" if default["design"] == "wu" else "wu"}):

@@ -1,7 +1,11 @@
 """Backend ``tilelang``: EDA's chunked forward as two TileLang kernels (see ``kernels.py``).
 
-Forward only: ``supports`` rejects training problems (no backward kernels yet), and the built
-callable refuses inputs that require grad. CUDA tensors run the GPU-style build in their dtype
+Backward (``_TileLangEda``): the two sequential scans are TileLang kernels (``states_kernel``: the
+state entering each chunk; ``dstates_kernel``: the state gradient, backwards); the chunk-parallel
+parts are PyTorch: the intra-chunk quantities (W, U, Qg, Aqk, Kd, decay) recomputed by
+``kernel_variants.torch_chunk.chunk.intra`` under autograd, the per-chunk gradients of those from
+the states and state gradients as batched matrix products, and autograd back to the inputs.
+CUDA tensors run the GPU-style build in their dtype
 (float32/float16/bfloat16); CPU tensors the CPU-style build (target ``"c"``), which stores every
 dtype as float32 (TileLang's C target has no bfloat16) and returns the input dtype. TileLang is
 imported lazily, so this module imports without it. Kernels are compiled once per process per
@@ -11,7 +15,6 @@ and sequences are runtime sizes.
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +23,6 @@ from typing import Any
 import torch
 
 from eda_tune.backends.base import Backend, EdaKernel
-from eda_tune.errors import EdaError
 from eda_tune.inputs import l2norm
 from eda_tune.problem import Config, Problem
 from eda_tune.search.space import DEFAULT_SMEM_LIMIT
@@ -28,9 +30,11 @@ from kernel_variants.tilelang.kernels import (
     GENERATORS,
     KernelProblem,
     Tunables,
+    dstates_smem,
     intra_smem,
     recurrence_smem,
     recurrence_tm_smem,
+    states_smem,
     tm_smem,
 )
 
@@ -64,7 +68,7 @@ def kernel_specs(problem: Problem, config: Config | Mapping[str, Any], scale: fl
                  ) -> list[tuple[str, KernelProblem, Tunables]]:
     """The (kind, kernel problem, tunables) of the kernels one (problem, config) compiles:
     ``intra`` and ``recurrence`` (config ``design: wu``), or ``tm`` and ``recurrence_tm``
-    (``design: tm``).
+    (``design: tm``); for a training problem also the backward's ``states`` and ``dstates``.
 
     The first kernel does not depend on BV, N, scale or the initial state; its spec says so,
     so that callers (the compile cache, the lowering test) can share it.
@@ -78,9 +82,13 @@ def kernel_specs(problem: Problem, config: Config | Mapping[str, Any], scale: fl
              Tunables(BT=tun.BT, BK=tun.BK, BV=tun.BK, threads=tun.threads, num_stages=tun.num_stages))
     rec = KernelProblem(K=Kp, V=Vp, dtype=dt, scale=float(problem.K ** -0.5 if scale is None else scale),
                         initial_state=problem.initial_state)
-    if str(cfg.get("design", "wu")) == "tm":
-        return [("tm", *intra), ("recurrence_tm", rec, tun)]
-    return [("intra", *intra), ("recurrence", rec, tun)]
+    specs = ([("tm", *intra), ("recurrence_tm", rec, tun)] if str(cfg.get("design", "wu")) == "tm"
+             else [("intra", *intra), ("recurrence", rec, tun)])
+    if problem.training:  # the backward's two scans (no scale, states always passed)
+        scan = (KernelProblem(K=Kp, V=Vp, dtype=dt, scale=1.0, initial_state=False),
+                Tunables(BT=tun.BT, BK=tun.BK, BV=tun.BV, threads=tun.threads, num_stages=1))
+        specs += [("states", *scan), ("dstates", *scan)]
+    return specs
 
 
 _COMPILED: dict[tuple[Any, ...], Any] = {}
@@ -90,11 +98,12 @@ _COMPILE_LOCK = threading.Lock()
 def compile_kernel(kind: str, problem: KernelProblem, tun: Tunables, style: str,
                    device: torch.device | None = None) -> Any:
     """Compile (once per process) kernel ``kind`` (a key of ``kernels.GENERATORS``) for CPU or GPU."""
-    if kind in ("intra", "tm"):
+    if kind in ("intra", "tm", "states", "dstates"):
         # the intra kernel never sees N, scale, BV or initial_state; share its build across them
         problem = KernelProblem(K=problem.K, V=problem.V, dtype=problem.dtype, scale=1.0,
                                 initial_state=False)
-        tun = Tunables(BT=tun.BT, BK=tun.BK, BV=tun.BK, threads=tun.threads, num_stages=tun.num_stages)
+        if kind in ("intra", "tm"):
+            tun = Tunables(BT=tun.BT, BK=tun.BK, BV=tun.BK, threads=tun.threads, num_stages=tun.num_stages)
     key = (kind, problem, tun, style, str(device) if style == "gpu" else "cpu")
     fn = _COMPILED.get(key)
     if fn is not None:
@@ -165,85 +174,199 @@ def _pack(xs: list[torch.Tensor], scalars: list[torch.Tensor], B: int, T: int, C
             offsets, keep)
 
 
-class _ForwardOnly:
-    """The built op: forward only, refuses inputs that require grad."""
+@dataclass(frozen=True)
+class _Call:
+    """What one call needs besides its tensors (the same for its forward and its backward)."""
 
-    def __init__(self, fn: Any, name: str) -> None:
-        self._fn = fn
-        self._name = name
-        functools.update_wrapper(self, fn)
+    problem: Problem
+    config: Config
+    scale: float
+    output_final_state: bool
+    seqlens: list[int] | None
+    l2norm: bool
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad
-                                           for a in list(args) + list(kwargs.values())):
-            raise EdaError(f"backend {self._name!r} is forward only: got inputs that require grad; "
-                           "use another backend for training or run under torch.no_grad()")
-        return self._fn(*args, **kwargs)
+
+def _prepare(c: _Call, q: torch.Tensor, k: torch.Tensor, e: torch.Tensor, v: torch.Tensor,
+             g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, dt: torch.dtype,
+             scale_q: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor,
+                                             torch.Tensor | None]:
+    """Inputs as whole chunks, K and V padded to the tiles (differentiable: the backward's
+    recompute runs it under autograd): ([q, k, e, v], [G, beta, gamma], chunk offsets, keep)."""
+    C, BK, BV = int(c.config["BT"]), int(c.config["BK"]), int(c.config["BV"])
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    Kp, Vp = padded_dims(K, V, BK, BV)
+    q, k, e, v = (x.to(dt) for x in (q, k, e, v))
+    if c.l2norm:
+        q, k, e = (l2norm(x.float()).to(dt) for x in (q, k, e))
+    if scale_q:
+        q = q * c.scale
+    if Kp != K:
+        q, k, e = (torch.nn.functional.pad(x, (0, Kp - K)) for x in (q, k, e))
+    if Vp != V:
+        v = torch.nn.functional.pad(v, (0, Vp - V))
+    gz = g.float() if g is not None else torch.zeros(B, T, H, dtype=torch.float32, device=q.device)
+    xs, (gc, bc, gmc), offsets, keep = _pack([q, k, e, v], [gz, beta.float(), gamma.float()], B, T, C, c.seqlens)
+    return xs, [gc.cumsum(1), bc, gmc], offsets, keep
+
+
+def _pad_state(x: torch.Tensor | None, N: int, H: int, Kp: int, Vp: int, device: torch.device) -> torch.Tensor:
+    if x is None:
+        return torch.zeros(N, H, Kp, Vp, dtype=torch.float32, device=device)
+    x = x.float()
+    if x.shape[-2:] != (Kp, Vp):
+        x = torch.nn.functional.pad(x, (0, Vp - x.shape[-1], 0, Kp - x.shape[-2]))
+    return x.contiguous()
+
+
+def _style_dtype(q: torch.Tensor) -> tuple[str, torch.dtype]:
+    style = "cpu" if q.device.type == "cpu" else "gpu"
+    # the CPU build is for checking: it stores everything in float32 (the C target has no bf16)
+    return style, torch.float32 if style == "cpu" else q.dtype
+
+
+def _forward(c: _Call, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor, g: torch.Tensor | None,
+             beta: torch.Tensor, gamma: torch.Tensor, initial_state: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    config = c.config
+    C, BK, BV = int(config["BT"]), int(config["BK"]), int(config["BV"])
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    Kp, Vp = padded_dims(K, V, BK, BV)
+    out_dtype = v.dtype
+    style, dt = _style_dtype(q)
+    seqlens = c.seqlens
+    N = B if seqlens is None else len(seqlens) - 1
+    (qc, kc, ec, vc), (gc, bc, gmc), offsets, keep = _prepare(c, q, k, e, v, g, beta, gamma, dt)
+    NC = qc.shape[0]
+    call = c.problem.replace(B=B, T=T, H=H, K=K, V=V, dtype=str(dt).replace("torch.", ""),
+                             num_seqs=N if seqlens is not None else 0,
+                             initial_state=initial_state is not None)
+    (k1, kp1, tun1), (k2, kp2, tun2) = kernel_specs(call, config, c.scale)[:2]  # the forward's two
+    dev = q.device if style == "gpu" else None
+    first = compile_kernel(k1, kp1, tun1, style, dev)
+    rec = compile_kernel(k2, kp2, tun2, style, dev)
+    n = 2 * C
+    h0 = _pad_state(initial_state, N, H, Kp, Vp, q.device)
+    o = torch.empty(NC, C, H, Vp, dtype=dt, device=q.device)
+    ht = torch.empty(N, H, Kp, Vp, dtype=torch.float32, device=q.device)
+    if k1 == "tm":
+        # only the chunk inverse goes through memory; the recurrence forms Delta and Aqk
+        Tm = torch.empty(NC, n, H, n, dtype=dt, device=q.device)
+        first(kc, ec, gc, bc, gmc, Tm)
+        rec(qc, kc, ec, vc, gc, bc, gmc, Tm, offsets, h0, o, ht)
+    else:
+        W = torch.empty(NC, n, H, Kp, dtype=dt, device=q.device)
+        U = torch.empty(NC, n, H, Vp, dtype=dt, device=q.device)
+        Aqk = torch.empty(NC, C, H, n, dtype=dt, device=q.device)
+        first(qc, kc, ec, vc, gc, bc, gmc, W, U, Aqk)
+        rec(qc, kc, ec, gc, W, U, Aqk, offsets, h0, o, ht)
+    if keep is None:
+        o = o.reshape(B, -1, H, Vp)[:, :T, :, :V]
+    else:
+        o = o.reshape(-1, H, Vp)[keep][None, :, :, :V]
+    final = ht[:, :, :K, :V] if c.output_final_state else None
+    return o.to(out_dtype), final
+
+
+def _backward(c: _Call, inputs: list[torch.Tensor | None], do: torch.Tensor | None, dht: torch.Tensor | None
+              ) -> list[torch.Tensor | None]:
+    """Gradients of q, k, v, e, g, beta, gamma, initial_state (see the module docstring)."""
+    from kernel_variants.torch_chunk.chunk import intra
+
+    q, k, v, e, g, beta, gamma, h0 = inputs
+    assert q is not None and k is not None and v is not None and e is not None
+    assert beta is not None and gamma is not None
+    C, BK, BV = int(c.config["BT"]), int(c.config["BK"]), int(c.config["BV"])
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    Kp, Vp = padded_dims(K, V, BK, BV)
+    style, dt = _style_dtype(q)
+    N = B if c.seqlens is None else len(c.seqlens) - 1
+    leaves = [x.detach().requires_grad_(True) if x is not None else None for x in (q, k, v, e, g, beta, gamma)]
+    lq, lk, lv, le, lg, lb, lgm = leaves
+    assert lq is not None and lk is not None and lv is not None and le is not None
+    assert lb is not None and lgm is not None
+    with torch.enable_grad():
+        # the intra-chunk quantities in float32, rows interleaved (PyTorch's order), [NC, H, rows, .]
+        (qc, kc, ec, vc), (gc, bc, gmc), offsets, keep = _prepare(c, lq, lk, le, lv, lg, lb, lgm, torch.float32,
+                                                                  scale_q=True)
+        heads = [x.transpose(1, 2) for x in (qc, kc, vc, ec, gc, bc, gmc)]
+        W, U, Qg, Aqk, Kd, dec = intra(*heads, solver="doubling")
+    NC = qc.shape[0]
+    tun = Tunables(BT=C, BK=BK, BV=BV, threads=int(c.config["threads"]), num_stages=1)
+    kp = KernelProblem(K=Kp, V=Vp, dtype=str(dt).replace("torch.", ""), scale=1.0, initial_state=False)
+    dev = q.device if style == "gpu" else None
+    states = compile_kernel("states", kp, tun, style, dev)
+    dstates = compile_kernel("dstates", kp, tun, style, dev)
+
+    def rows_first(x: torch.Tensor) -> torch.Tensor:  # [NC, H, r, d] -> [NC, r, H, d] in dt
+        return x.detach().transpose(1, 2).to(dt).contiguous()
+
+    Wk, Uk, Kdk, Qgk, Aqkk = (rows_first(x) for x in (W, U, Kd, Qg, Aqk))
+    deck = dec.detach().float().contiguous()
+    hs = torch.empty(NC, H, Kp, Vp, dtype=torch.float32, device=q.device)
+    states(Wk, Uk, Kdk, deck, offsets, _pad_state(h0, N, H, Kp, Vp, q.device), hs)
+    if do is None:
+        do = torch.zeros(B, T, H, V, dtype=v.dtype, device=q.device)
+    dov = torch.nn.functional.pad(do.to(dt), (0, Vp - V)) if Vp != V else do.to(dt)
+    (doc,), _, _, _ = _pack([dov], [], B, T, C, c.seqlens)
+    dhs = torch.empty_like(hs)
+    dh0 = torch.empty(N, H, Kp, Vp, dtype=torch.float32, device=q.device)
+    dstates(Wk, Kdk, Qgk, Aqkk, deck, doc, offsets, _pad_state(dht, N, H, Kp, Vp, q.device), dhs, dh0)
+    # the per-chunk gradients of W, U, Qg, Aqk, Kd and the decay (all chunks at once)
+    S, dS, dO = hs, dhs, doc.transpose(1, 2).float()
+    Wd, Ud, Aqkd, Kdd = W.detach(), U.detach(), Aqk.detach(), Kd.detach()
+    delta = Ud - Wd @ S
+    ddelta = Aqkd.transpose(-1, -2) @ dO + Kdd @ dS
+    grads_out = [-ddelta @ S.transpose(-1, -2), ddelta, dO @ S.transpose(-1, -2), dO @ delta.transpose(-1, -2),
+                 delta @ dS.transpose(-1, -2), (S * dS).sum((-1, -2))]
+    want = [x for x in leaves if x is not None]
+    # without g the decay is a constant (no graph): leave it out
+    pairs = [(y, gy) for y, gy in zip((W, U, Qg, Aqk, Kd, dec), grads_out) if y.requires_grad]
+    got = torch.autograd.grad([y for y, _ in pairs], want, [gy for _, gy in pairs], allow_unused=True)
+    it = iter(got)
+    out: list[torch.Tensor | None] = []
+    for x, orig in zip(leaves, (q, k, v, e, g, beta, gamma)):
+        gx = next(it) if x is not None else None
+        if gx is None and x is not None:
+            gx = torch.zeros_like(x)
+        out.append(gx.to(orig.dtype) if gx is not None and orig is not None else gx)
+    out.append(dh0[:, :, :K, :V].to(h0.dtype) if h0 is not None else None)
+    return out
+
+
+class _TileLangEda(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, c: _Call, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
+                g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor,
+                initial_state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ctx.c = c
+        ctx.save_for_backward(q, k, v, e, g, beta, gamma, initial_state)
+        return _forward(c, q, k, v, e, g, beta, gamma, initial_state)
+
+    @staticmethod
+    def backward(ctx: Any, do: torch.Tensor | None, dht: torch.Tensor | None) -> tuple[Any, ...]:
+        grads = _backward(ctx.c, list(ctx.saved_tensors), do, dht)
+        return (None, *grads)
 
 
 def make_forward(problem: Problem, config: Config) -> EdaKernel:
-    """The forward op for one (problem, config); kernels compile on the first call per device."""
-    C, BK, BV = int(config["BT"]), int(config["BK"]), int(config["BV"])
-    Kp, Vp = padded_dims(problem.K, problem.V, BK, BV)
+    """The op for one (problem, config), differentiable in every tensor input; kernels compile on
+    the first call per device."""
 
     def run(q, k, v, e, g, beta, gamma, scale, initial_state, output_final_state, cu_seqlens,
             use_qk_l2norm_in_kernel):  # type: ignore[no-untyped-def]
-        B, T, H, K = q.shape
-        V = v.shape[-1]
-        out_dtype = v.dtype
-        style = "cpu" if q.device.type == "cpu" else "gpu"
-        # the CPU build is for checking: it stores everything in float32 (the C target has no bf16)
-        dt = torch.float32 if style == "cpu" else q.dtype
-        q, k, e, v = (x.to(dt) for x in (q, k, e, v))
         seqlens = [int(x) for x in cu_seqlens.tolist()] if cu_seqlens is not None else None
-        N = B if seqlens is None else len(seqlens) - 1
-        if use_qk_l2norm_in_kernel:
-            q, k, e = (l2norm(x.float()).to(dt) for x in (q, k, e))
-        if Kp != K:
-            q, k, e = (torch.nn.functional.pad(x, (0, Kp - K)) for x in (q, k, e))
-        if Vp != V:
-            v = torch.nn.functional.pad(v, (0, Vp - V))
-        gz = g.float() if g is not None else torch.zeros(B, T, H, dtype=torch.float32, device=q.device)
-        (qc, kc, ec, vc), (gc, bc, gmc), offsets, keep = _pack(
-            [q, k, e, v], [gz, beta.float(), gamma.float()], B, T, C, seqlens)
-        gc = gc.cumsum(1)
-        NC = qc.shape[0]
-        call = problem.replace(B=B, T=T, H=H, K=K, V=V, dtype=str(dt).replace("torch.", ""),
-                               num_seqs=N if seqlens is not None else 0,
-                               initial_state=initial_state is not None)
-        (k1, kp1, tun1), (k2, kp2, tun2) = kernel_specs(call, config, scale)
-        dev = q.device if style == "gpu" else None
-        first = compile_kernel(k1, kp1, tun1, style, dev)
-        rec = compile_kernel(k2, kp2, tun2, style, dev)
-        n = 2 * C
-        if initial_state is not None:
-            h0 = initial_state.float()
-            if Kp != K or Vp != V:
-                h0 = torch.nn.functional.pad(h0, (0, Vp - V, 0, Kp - K))
-            h0 = h0.contiguous()
-        else:
-            h0 = torch.zeros(N, H, Kp, Vp, dtype=torch.float32, device=q.device)
-        o = torch.empty(NC, C, H, Vp, dtype=dt, device=q.device)
-        ht = torch.empty(N, H, Kp, Vp, dtype=torch.float32, device=q.device)
-        if k1 == "tm":
-            # only the chunk inverse goes through memory; the recurrence forms Delta and Aqk
-            Tm = torch.empty(NC, n, H, n, dtype=dt, device=q.device)
-            first(kc, ec, gc, bc, gmc, Tm)
-            rec(qc, kc, ec, vc, gc, bc, gmc, Tm, offsets, h0, o, ht)
-        else:
-            W = torch.empty(NC, n, H, Kp, dtype=dt, device=q.device)
-            U = torch.empty(NC, n, H, Vp, dtype=dt, device=q.device)
-            Aqk = torch.empty(NC, C, H, n, dtype=dt, device=q.device)
-            first(qc, kc, ec, vc, gc, bc, gmc, W, U, Aqk)
-            rec(qc, kc, ec, gc, W, U, Aqk, offsets, h0, o, ht)
-        if keep is None:
-            o = o.reshape(B, -1, H, Vp)[:, :T, :, :V]
-        else:
-            o = o.reshape(-1, H, Vp)[keep][None, :, :, :V]
-        final = ht[:, :, :K, :V] if output_final_state else None
-        return o.to(out_dtype), final
+        c = _Call(problem=problem, config=config, scale=float(scale), output_final_state=bool(output_final_state),
+                  seqlens=seqlens, l2norm=bool(use_qk_l2norm_in_kernel))
+        xs = (q, k, v, e, g, beta, gamma, initial_state)
+        if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in xs):
+            o, final = _TileLangEda.apply(c, *xs)
+            return o, (final if output_final_state else None)
+        return _forward(c, *xs)
 
-    return _ForwardOnly(run, "tilelang")  # type: ignore[return-value]
+    return run  # type: ignore[return-value]
 
 
 class TileLangBackend(Backend):
@@ -251,7 +374,7 @@ class TileLangBackend(Backend):
 
     name = "tilelang"
     priority = 20
-    supports_backward = False
+    supports_backward = True
 
     def is_available(self) -> tuple[bool, str]:
         try:
@@ -275,7 +398,7 @@ class TileLangBackend(Backend):
         return True, ""
 
     def constraint_vars_names(self) -> list[str]:
-        return ["intra_smem", "recurrence_smem", "tm_smem", "recurrence_tm_smem"]
+        return ["intra_smem", "recurrence_smem", "tm_smem", "recurrence_tm_smem", "states_smem", "dstates_smem"]
 
     def constraint_vars(self, problem: Problem) -> Mapping[str, Any]:
         limit = DEFAULT_SMEM_LIMIT
@@ -283,7 +406,8 @@ class TileLangBackend(Backend):
             props = torch.cuda.get_device_properties(torch.cuda.current_device())
             limit = int(getattr(props, "shared_memory_per_block_optin", limit) or limit)
         return {"intra_smem": intra_smem, "recurrence_smem": recurrence_smem, "tm_smem": tm_smem,
-                "recurrence_tm_smem": recurrence_tm_smem, "smem_limit": limit}
+                "recurrence_tm_smem": recurrence_tm_smem, "states_smem": states_smem,
+                "dstates_smem": dstates_smem, "smem_limit": limit}
 
     def _build(self, problem: Problem, config: Config) -> EdaKernel:
         return make_forward(problem, config)

@@ -570,10 +570,151 @@ def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gp
     return eda_recurrence_tm
 
 
+# ---------------------------------------------------------------------------------------------
+# Backward: the two sequential scans (the chunk-parallel parts run in PyTorch, see backend.py)
+# ---------------------------------------------------------------------------------------------
+
+def states_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: int) -> int:
+    n, db = 2 * BT, DTYPE_BYTES[dtype]
+    return (2 * n * K + K * BV + n * BV) * db + 2048        # W, Kd; S and Delta
+
+
+def dstates_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: int) -> int:
+    C, n, db = BT, 2 * BT, DTYPE_BYTES[dtype]
+    return (2 * n * K + C * K + C * n + C * BV + K * BV + n * BV) * db + 2048  # W, Kd, Qg, Aqk, dO, dS, dDelta
+
+
+def states_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
+    """The state entering every chunk, Hs [NC, H, K, V] float32, from W, U, Kd [NC, n, H, .] and
+    the chunk decay Dec [NC, H]: S_0 = H0, S_{j+1} = Dec_j S_j + Kd_j^T (U_j - W_j S_j). Rows in any
+    order shared by W, U and Kd (the backward passes PyTorch's interleaved order)."""
+    _check(problem, tun, style)
+    import tilelang.language as T
+
+    sty = _Style(style, tun.threads, tun.num_stages)
+    gemm = _gemm_macro(sty)
+    K, V, dt = problem.K, problem.V, problem.dtype
+    C, BV = tun.BT, tun.BV
+    n = 2 * C
+    f32 = "float32"
+    NP1 = T.dynamic("NP1")
+    NC, H, N = T.dynamic("NC"), T.dynamic("H"), T.dynamic("N")
+
+    @T.prim_func
+    def eda_states(
+        W: T.Tensor((NC, n, H, K), dt),
+        U: T.Tensor((NC, n, H, V), dt),
+        Kd: T.Tensor((NC, n, H, K), dt),
+        Dec: T.Tensor((NC, H), f32),
+        ChunkOffsets: T.Tensor((NP1,), "int32"),
+        H0: T.Tensor((N, H, K, V), f32),
+        Hs: T.Tensor((NC, H, K, V), f32),
+    ):
+        with T.Kernel(V // BV, N, H, threads=sty.threads) as (i_v, i_n, i_h):
+            b_S = sty.frag((K, BV))
+            b_Ss = sty.shared((K, BV), dt)
+            b_W = sty.shared((n, K), dt)
+            b_Kd = sty.shared((n, K), dt)
+            b_ws = sty.frag((n, BV))
+            b_D = sty.shared((n, BV), dt)
+
+            T.copy(H0[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV], b_S)
+            c0 = ChunkOffsets[i_n]
+            nchunks = ChunkOffsets[i_n + 1] - c0
+            for j in sty.loop(nchunks):
+                T.copy(W[c0 + j, 0:n, i_h, 0:K], b_W)
+                T.copy(Kd[c0 + j, 0:n, i_h, 0:K], b_Kd)
+                T.copy(b_S, Hs[c0 + j, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
+                for i, d in sty.par(K, BV):
+                    b_Ss[i, d] = T.cast(b_S[i, d], dt)
+                # Delta = U - W S; S = Dec S + Kd^T Delta
+                gemm(b_W, b_Ss, b_ws, clear=True)
+                for r, d in sty.par(n, BV):
+                    b_D[r, d] = T.cast(T.cast(U[c0 + j, r, i_h, i_v * BV + d], f32) - b_ws[r, d], dt)
+                for i, d in sty.par(K, BV):
+                    b_S[i, d] = b_S[i, d] * Dec[c0 + j, i_h]
+                gemm(b_Kd, b_D, b_S, transpose_A=True)
+
+    return eda_states
+
+
+def dstates_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
+    """The gradient of the state leaving every chunk, DHs [NC, H, K, V] float32, and of the
+    initial state, DH0 [N, H, K, V], run backwards from DHT (the final state's gradient):
+    dDelta = Aqk^T dO + Kd dS, dS <- Dec dS + Qg^T dO - W^T dDelta (the transpose of one chunk
+    step o = Qg S + Aqk Delta, Delta = U - W S, S' = Dec S + Kd^T Delta)."""
+    _check(problem, tun, style)
+    import tilelang.language as T
+
+    sty = _Style(style, tun.threads, tun.num_stages)
+    gemm = _gemm_macro(sty)
+    K, V, dt = problem.K, problem.V, problem.dtype
+    C, BV = tun.BT, tun.BV
+    n = 2 * C
+    f32 = "float32"
+    NP1 = T.dynamic("NP1")
+    NC, H, N = T.dynamic("NC"), T.dynamic("H"), T.dynamic("N")
+
+    @T.prim_func
+    def eda_dstates(
+        W: T.Tensor((NC, n, H, K), dt),
+        Kd: T.Tensor((NC, n, H, K), dt),
+        Qg: T.Tensor((NC, C, H, K), dt),
+        Aqk: T.Tensor((NC, C, H, n), dt),
+        Dec: T.Tensor((NC, H), f32),
+        DO: T.Tensor((NC, C, H, V), dt),
+        ChunkOffsets: T.Tensor((NP1,), "int32"),
+        DHT: T.Tensor((N, H, K, V), f32),
+        DHs: T.Tensor((NC, H, K, V), f32),
+        DH0: T.Tensor((N, H, K, V), f32),
+    ):
+        with T.Kernel(V // BV, N, H, threads=sty.threads) as (i_v, i_n, i_h):
+            b_dS = sty.frag((K, BV))
+            b_dSs = sty.shared((K, BV), dt)
+            b_W = sty.shared((n, K), dt)
+            b_Kd = sty.shared((n, K), dt)
+            b_Qg = sty.shared((C, K), dt)
+            b_Aqk = sty.shared((C, n), dt)
+            b_dO = sty.shared((C, BV), dt)
+            b_dd = sty.frag((n, BV))
+            b_dD = sty.shared((n, BV), dt)
+            b_qd = sty.frag((K, BV))
+            b_wd = sty.frag((K, BV))
+
+            T.copy(DHT[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV], b_dS)
+            c0 = ChunkOffsets[i_n]
+            nchunks = ChunkOffsets[i_n + 1] - c0
+            for jj in sty.loop(nchunks):
+                j = c0 + nchunks - 1 - jj
+                T.copy(b_dS, DHs[j, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
+                T.copy(W[j, 0:n, i_h, 0:K], b_W)
+                T.copy(Kd[j, 0:n, i_h, 0:K], b_Kd)
+                T.copy(Qg[j, 0:C, i_h, 0:K], b_Qg)
+                T.copy(Aqk[j, 0:C, i_h, 0:n], b_Aqk)
+                T.copy(DO[j, 0:C, i_h, i_v * BV:(i_v + 1) * BV], b_dO)
+                for i, d in sty.par(K, BV):
+                    b_dSs[i, d] = T.cast(b_dS[i, d], dt)
+                # dDelta = Aqk^T dO + Kd dS
+                gemm(b_Aqk, b_dO, b_dd, transpose_A=True, clear=True)
+                gemm(b_Kd, b_dSs, b_dd)
+                for r, d in sty.par(n, BV):
+                    b_dD[r, d] = T.cast(b_dd[r, d], dt)
+                # dS <- Dec dS + Qg^T dO - W^T dDelta
+                gemm(b_Qg, b_dO, b_qd, transpose_A=True, clear=True)
+                gemm(b_W, b_dD, b_wd, transpose_A=True, clear=True)
+                for i, d in sty.par(K, BV):
+                    b_dS[i, d] = b_dS[i, d] * Dec[j, i_h] + b_qd[i, d] - b_wd[i, d]
+            T.copy(b_dS, DH0[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
+
+    return eda_dstates
+
+
 #: kernel kind -> (generator, shared-memory estimate); ``kernel_specs`` names the kinds a config uses
 GENERATORS = {
     "intra": (intra_kernel, intra_smem),
     "recurrence": (recurrence_kernel, recurrence_smem),
     "tm": (tm_kernel, tm_smem),
     "recurrence_tm": (recurrence_tm_kernel, recurrence_tm_smem),
+    "states": (states_kernel, states_smem),
+    "dstates": (dstates_kernel, dstates_smem),
 }
