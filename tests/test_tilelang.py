@@ -138,8 +138,8 @@ BWD_CASES = {
 
 @pytest.mark.parametrize("case", list(BWD_CASES))
 def test_cpu_backward_matches_reference(case: str) -> None:
-    """Training through the TileLang backend: the state and state-gradient scans are TileLang CPU
-    builds; every gradient (and the final and initial state's) against the float64 recurrence."""
+    """Training through the TileLang backend (its kernels' CPU builds): every gradient (and the
+    final and initial state's) against the float64 recurrence."""
     from eda_tune.checking import run_and_check
     from eda_tune.ops import chunk_eda
 
@@ -152,9 +152,9 @@ def test_cpu_backward_matches_reference(case: str) -> None:
     assert max(res.errors.values()) < 1e-5, res.errors
 
 
-def test_backward_scans_are_the_tilelang_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The backward runs the two TileLang scans (compiled for the CPU here), not a PyTorch loop:
-    observed through the compile cache."""
+def test_backward_runs_the_tilelang_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backward runs TileLang kernels (compiled for the CPU here): the intra kernel again, the
+    two scans and the intra-chunk backward; observed through the compile cache."""
     from kernel_variants.tilelang import backend as tb
 
     kinds: list[str] = []
@@ -172,7 +172,8 @@ def test_backward_scans_are_the_tilelang_kernels(monkeypatch: pytest.MonkeyPatch
     o, _ = fn(q, x["k"], x["v"], x["e"], x["g"], x["beta"], x["gamma"], 0.25, None, False, None, False)
     assert "states" not in kinds  # the forward alone
     o.sum().backward()
-    assert kinds[-2:] == ["states", "dstates"] and q.grad is not None and q.grad.abs().sum() > 0
+    assert kinds[-4:] == ["intra", "states", "dstates", "intra_bwd"]
+    assert q.grad is not None and q.grad.abs().sum() > 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ def test_admitted_configs_lower_for_sm90a(name: str) -> None:
     problem = _gpu_problem(K, V, dtype, training=name.endswith("-train"))
     specs = _admitted_specs(problem, full)
     if problem.training:
-        assert {spec[0] for spec in specs} >= {"states", "dstates"}
+        assert {spec[0] for spec in specs} >= {"states", "dstates", "intra_bwd"}
     workers = max(1, min(2, os.cpu_count() or 1))
     with ProcessPoolExecutor(workers) as pool:
         results = list(pool.map(_lower, specs))
@@ -247,7 +248,7 @@ def test_admitted_configs_lower_for_sm90a(name: str) -> None:
     for spec, (_, smem, _) in zip(specs, results):
         kind, kp, tun = spec
         # the first kernel of a design tiles by BK, the recurrence by BV
-        tile = tun.BK if kind in ("intra", "tm") else tun.BV
+        tile = tun.BK if kind in ("intra", "tm", "intra_bwd") else tun.BV
         est = GENERATORS[kind][1](kp.K, kp.V, kp.dtype, tun.BT, tile, tun.num_stages)
         if smem > est:
             under.append(f"{spec}: lowered {smem} bytes > estimate {est}")

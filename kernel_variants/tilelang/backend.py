@@ -1,10 +1,11 @@
 """Backend ``tilelang``: EDA's chunked forward as two TileLang kernels (see ``kernels.py``).
 
-Backward (``_TileLangEda``): the two sequential scans are TileLang kernels (``states_kernel``: the
-state entering each chunk; ``dstates_kernel``: the state gradient, backwards); the chunk-parallel
-parts are PyTorch: the intra-chunk quantities (W, U, Qg, Aqk, Kd, decay) recomputed by
-``kernel_variants.torch_chunk.chunk.intra`` under autograd, the per-chunk gradients of those from
-the states and state gradients as batched matrix products, and autograd back to the inputs.
+Backward (``_TileLangEda``), TileLang kernels: W, U, Aqk recomputed by ``intra_kernel``; the state
+entering each chunk (``states_kernel``); the state gradient, backwards (``dstates_kernel``); the
+intra-chunk backward (``intra_bwd_kernel``: from the gradients of W, U, Qg, Aqk, Kd and the decay to
+those of the packed inputs). In PyTorch: Qg, Kd and the decay (elementwise), the per-chunk
+gradients of W, U, Qg, Aqk, Kd between the two scans' results (batched matrix products), and
+autograd through the packing, padding, l2norm and scaling back to the inputs.
 CUDA tensors run the GPU-style build in their dtype
 (float32/float16/bfloat16); CPU tensors the CPU-style build (target ``"c"``), which stores every
 dtype as float32 (TileLang's C target has no bfloat16) and returns the input dtype. TileLang is
@@ -31,6 +32,7 @@ from kernel_variants.tilelang.kernels import (
     KernelProblem,
     Tunables,
     dstates_smem,
+    intra_bwd_smem,
     intra_smem,
     recurrence_smem,
     recurrence_tm_smem,
@@ -68,7 +70,8 @@ def kernel_specs(problem: Problem, config: Config | Mapping[str, Any], scale: fl
                  ) -> list[tuple[str, KernelProblem, Tunables]]:
     """The (kind, kernel problem, tunables) of the kernels one (problem, config) compiles:
     ``intra`` and ``recurrence`` (config ``design: wu``), or ``tm`` and ``recurrence_tm``
-    (``design: tm``); for a training problem also the backward's ``states`` and ``dstates``.
+    (``design: tm``); for a training problem also the backward's ``states``, ``dstates`` and
+    ``intra_bwd`` (and ``intra``, which the backward runs whatever the design).
 
     The first kernel does not depend on BV, N, scale or the initial state; its spec says so,
     so that callers (the compile cache, the lowering test) can share it.
@@ -87,7 +90,9 @@ def kernel_specs(problem: Problem, config: Config | Mapping[str, Any], scale: fl
     if problem.training:  # the backward's two scans (no scale, states always passed)
         scan = (KernelProblem(K=Kp, V=Vp, dtype=dt, scale=1.0, initial_state=False),
                 Tunables(BT=tun.BT, BK=tun.BK, BV=tun.BV, threads=tun.threads, num_stages=1))
-        specs += [("states", *scan), ("dstates", *scan)]
+        specs += [("states", *scan), ("dstates", *scan), ("intra_bwd", *scan)]
+        if specs[0][0] != "intra":  # the backward recomputes W, U, Aqk with the intra kernel
+            specs.append(("intra", *intra))
     return specs
 
 
@@ -98,11 +103,11 @@ _COMPILE_LOCK = threading.Lock()
 def compile_kernel(kind: str, problem: KernelProblem, tun: Tunables, style: str,
                    device: torch.device | None = None) -> Any:
     """Compile (once per process) kernel ``kind`` (a key of ``kernels.GENERATORS``) for CPU or GPU."""
-    if kind in ("intra", "tm", "states", "dstates"):
+    if kind in ("intra", "tm", "states", "dstates", "intra_bwd"):
         # the intra kernel never sees N, scale, BV or initial_state; share its build across them
         problem = KernelProblem(K=problem.K, V=problem.V, dtype=problem.dtype, scale=1.0,
                                 initial_state=False)
-        if kind in ("intra", "tm"):
+        if kind in ("intra", "tm", "intra_bwd"):
             tun = Tunables(BT=tun.BT, BK=tun.BK, BV=tun.BK, threads=tun.threads, num_stages=tun.num_stages)
     key = (kind, problem, tun, style, str(device) if style == "gpu" else "cpu")
     fn = _COMPILED.get(key)
@@ -271,9 +276,8 @@ def _forward(c: _Call, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: tor
 
 def _backward(c: _Call, inputs: list[torch.Tensor | None], do: torch.Tensor | None, dht: torch.Tensor | None
               ) -> list[torch.Tensor | None]:
-    """Gradients of q, k, v, e, g, beta, gamma, initial_state (see the module docstring)."""
-    from kernel_variants.torch_chunk.chunk import intra
-
+    """Gradients of q, k, v, e, g, beta, gamma, initial_state (see the module docstring). Rows of
+    a chunk in the kernels' erase-first order throughout."""
     q, k, v, e, g, beta, gamma, h0 = inputs
     assert q is not None and k is not None and v is not None and e is not None
     assert beta is not None and gamma is not None
@@ -281,54 +285,72 @@ def _backward(c: _Call, inputs: list[torch.Tensor | None], do: torch.Tensor | No
     B, T, H, K = q.shape
     V = v.shape[-1]
     Kp, Vp = padded_dims(K, V, BK, BV)
+    n = 2 * C
     style, dt = _style_dtype(q)
+    dts = str(dt).replace("torch.", "")
+    dev = q.device if style == "gpu" else None
     N = B if c.seqlens is None else len(c.seqlens) - 1
     leaves = [x.detach().requires_grad_(True) if x is not None else None for x in (q, k, v, e, g, beta, gamma)]
     lq, lk, lv, le, lg, lb, lgm = leaves
     assert lq is not None and lk is not None and lv is not None and le is not None
     assert lb is not None and lgm is not None
-    with torch.enable_grad():
-        # the intra-chunk quantities in float32, rows interleaved (PyTorch's order), [NC, H, rows, .]
-        (qc, kc, ec, vc), (gc, bc, gmc), offsets, keep = _prepare(c, lq, lk, le, lv, lg, lb, lgm, torch.float32,
-                                                                  scale_q=True)
-        heads = [x.transpose(1, 2) for x in (qc, kc, vc, ec, gc, bc, gmc)]
-        W, U, Qg, Aqk, Kd, dec = intra(*heads, solver="doubling")
+    with torch.enable_grad():  # the packing, padding, l2norm, scaling and cumsum: PyTorch's autograd
+        packed, scalars, offsets, _ = _prepare(c, lq, lk, le, lv, lg, lb, lgm, dt, scale_q=True)
+    qc, kc, ec, vc = (x.detach().contiguous() for x in packed)
+    gc, bc, gmc = (x.detach().contiguous() for x in scalars)
     NC = qc.shape[0]
     tun = Tunables(BT=C, BK=BK, BV=BV, threads=int(c.config["threads"]), num_stages=1)
-    kp = KernelProblem(K=Kp, V=Vp, dtype=str(dt).replace("torch.", ""), scale=1.0, initial_state=False)
-    dev = q.device if style == "gpu" else None
-    states = compile_kernel("states", kp, tun, style, dev)
-    dstates = compile_kernel("dstates", kp, tun, style, dev)
-
-    def rows_first(x: torch.Tensor) -> torch.Tensor:  # [NC, H, r, d] -> [NC, r, H, d] in dt
-        return x.detach().transpose(1, 2).to(dt).contiguous()
-
-    Wk, Uk, Kdk, Qgk, Aqkk = (rows_first(x) for x in (W, U, Kd, Qg, Aqk))
-    deck = dec.detach().float().contiguous()
+    kp = KernelProblem(K=Kp, V=Vp, dtype=dts, scale=1.0, initial_state=False)
+    # W, U, Aqk recomputed by the forward's intra-chunk kernel (q already scaled here)
+    W = torch.empty(NC, n, H, Kp, dtype=dt, device=q.device)
+    U = torch.empty(NC, n, H, Vp, dtype=dt, device=q.device)
+    Aqk = torch.empty(NC, C, H, n, dtype=dt, device=q.device)
+    compile_kernel("intra", kp, tun, style, dev)(qc, kc, ec, vc, gc, bc, gmc, W, U, Aqk)
+    G = torch.cat((gc, gc), dim=1)                                     # per row [NC, n, H]
+    g_last = gc[:, -1]                                                 # [NC, H]
+    Kd = (torch.cat((ec, kc), dim=1).float() * (g_last[:, None] - G).exp()[..., None]).to(dt).contiguous()
+    Qg = (qc.float() * gc.exp()[..., None]).to(dt).contiguous()
+    dec = g_last.exp().contiguous()
     hs = torch.empty(NC, H, Kp, Vp, dtype=torch.float32, device=q.device)
-    states(Wk, Uk, Kdk, deck, offsets, _pad_state(h0, N, H, Kp, Vp, q.device), hs)
+    compile_kernel("states", kp, tun, style, dev)(W, U, Kd, dec, offsets, _pad_state(h0, N, H, Kp, Vp, q.device), hs)
     if do is None:
         do = torch.zeros(B, T, H, V, dtype=v.dtype, device=q.device)
     dov = torch.nn.functional.pad(do.to(dt), (0, Vp - V)) if Vp != V else do.to(dt)
     (doc,), _, _, _ = _pack([dov], [], B, T, C, c.seqlens)
     dhs = torch.empty_like(hs)
     dh0 = torch.empty(N, H, Kp, Vp, dtype=torch.float32, device=q.device)
-    dstates(Wk, Kdk, Qgk, Aqkk, deck, doc, offsets, _pad_state(dht, N, H, Kp, Vp, q.device), dhs, dh0)
-    # the per-chunk gradients of W, U, Qg, Aqk, Kd and the decay (all chunks at once)
+    compile_kernel("dstates", kp, tun, style, dev)(W, Kd, Qg, Aqk, dec, doc, offsets,
+                                                   _pad_state(dht, N, H, Kp, Vp, q.device), dhs, dh0)
+    # the per-chunk gradients of W, U, Qg, Aqk, Kd and the decay, all chunks at once [NC, H, r, d]
     S, dS, dO = hs, dhs, doc.transpose(1, 2).float()
-    Wd, Ud, Aqkd, Kdd = W.detach(), U.detach(), Aqk.detach(), Kd.detach()
-    delta = Ud - Wd @ S
-    ddelta = Aqkd.transpose(-1, -2) @ dO + Kdd @ dS
-    grads_out = [-ddelta @ S.transpose(-1, -2), ddelta, dO @ S.transpose(-1, -2), dO @ delta.transpose(-1, -2),
-                 delta @ dS.transpose(-1, -2), (S * dS).sum((-1, -2))]
+    Wh, Uh, Aqkh, Kdh = (x.transpose(1, 2).float() for x in (W, U, Aqk, Kd))
+    delta = Uh - Wh @ S
+    ddelta = Aqkh.transpose(-1, -2) @ dO + Kdh @ dS
+
+    def rows_first(x: torch.Tensor) -> torch.Tensor:  # [NC, H, r, d] -> [NC, r, H, d]
+        return x.transpose(1, 2).float().contiguous()
+
+    dWk = rows_first(-ddelta @ S.transpose(-1, -2))
+    dUk = rows_first(ddelta)
+    dQgk = rows_first(dO @ S.transpose(-1, -2))
+    dAqkk = rows_first(dO @ delta.transpose(-1, -2))
+    dKdk = rows_first(delta @ dS.transpose(-1, -2))
+    ddec = (S * dS).sum((-1, -2)).contiguous()
+    # the intra-chunk backward kernel: to the packed inputs, then autograd through the packing
+    f32 = torch.float32
+    dq_, dk_, de_ = (torch.empty(NC, C, H, Kp, dtype=f32, device=q.device) for _ in range(3))
+    dv_ = torch.empty(NC, C, H, Vp, dtype=f32, device=q.device)
+    dg_, db_, dgm_ = (torch.empty(NC, C, H, dtype=f32, device=q.device) for _ in range(3))
+    compile_kernel("intra_bwd", kp, tun, style, dev)(
+        qc, kc, ec, vc, gc, bc, gmc, dWk, dUk, dQgk, dAqkk, dKdk, ddec, dq_, dk_, de_, dv_, dg_, db_, dgm_)
     want = [x for x in leaves if x is not None]
-    # without g the decay is a constant (no graph): leave it out
-    pairs = [(y, gy) for y, gy in zip((W, U, Qg, Aqk, Kd, dec), grads_out) if y.requires_grad]
-    got = torch.autograd.grad([y for y, _ in pairs], want, [gy for _, gy in pairs], allow_unused=True)
-    it = iter(got)
+    # without g its zeros are constants (no graph): left out
+    pairs = [(y, gy) for y, gy in zip([*packed, *scalars], [dq_.to(dt), dk_.to(dt), de_.to(dt), dv_.to(dt),
+                                                            dg_, db_, dgm_]) if y.requires_grad]
+    got = iter(torch.autograd.grad([y for y, _ in pairs], want, [gy for _, gy in pairs], allow_unused=True))
     out: list[torch.Tensor | None] = []
     for x, orig in zip(leaves, (q, k, v, e, g, beta, gamma)):
-        gx = next(it) if x is not None else None
+        gx = next(got) if x is not None else None
         if gx is None and x is not None:
             gx = torch.zeros_like(x)
         out.append(gx.to(orig.dtype) if gx is not None and orig is not None else gx)
@@ -398,7 +420,8 @@ class TileLangBackend(Backend):
         return True, ""
 
     def constraint_vars_names(self) -> list[str]:
-        return ["intra_smem", "recurrence_smem", "tm_smem", "recurrence_tm_smem", "states_smem", "dstates_smem"]
+        return ["intra_smem", "recurrence_smem", "tm_smem", "recurrence_tm_smem", "states_smem", "dstates_smem",
+                "intra_bwd_smem"]
 
     def constraint_vars(self, problem: Problem) -> Mapping[str, Any]:
         limit = DEFAULT_SMEM_LIMIT
@@ -407,7 +430,7 @@ class TileLangBackend(Backend):
             limit = int(getattr(props, "shared_memory_per_block_optin", limit) or limit)
         return {"intra_smem": intra_smem, "recurrence_smem": recurrence_smem, "tm_smem": tm_smem,
                 "recurrence_tm_smem": recurrence_tm_smem, "states_smem": states_smem,
-                "dstates_smem": dstates_smem, "smem_limit": limit}
+                "dstates_smem": dstates_smem, "intra_bwd_smem": intra_bwd_smem, "smem_limit": limit}
 
     def _build(self, problem: Problem, config: Config) -> EdaKernel:
         return make_forward(problem, config)

@@ -709,6 +709,245 @@ def dstates_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") ->
     return eda_dstates
 
 
+def intra_bwd_smem(K: int, V: int, dtype: str, BT: int, BK: int, num_stages: int) -> int:
+    """``intra_bwd_kernel`` (float32 buffers; TileLang reuses shared memory between phases): an
+    upper bound of what lowering for sm_90a allocated at BT 16 and 32, BK 32 and 64 (37.6 to
+    148.9 KB; the bound is 28% to 47% above), independent of K and V (both are tiled by BK)."""
+    C, n = BT, 2 * BT
+    return 4 * (6 * n * n + 2 * C * n + 6 * n * BK) + 2048
+
+
+def intra_bwd_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
+    """The intra-chunk backward, grid chunks x heads: from the gradients of W, U, Qg, Aqk, Kd and
+    the chunk decay (rows in the erase-first order of ``intra_kernel``, float32) to those of the
+    packed inputs: dQ (of the scaled q), dK, dE, dV, dG (of the chunk-local cumulative log decay),
+    dBeta, dGamma. Recomputes the Gram matrices and X = (I + N)^-1, then
+
+    - dX = dW (diag(b e^G) kappa)^T + [0 | dU (diag(beta) v)^T]; dN = -X^T dX X^T (masked);
+    - dkappa = (dKK + dKK^T) kappa + diag(b e^G) X^T dW + dQK^T q + dKd e^(G_last - G);
+    - dq = dQK kappa + dQg e^G; dv = diag(beta) X[:, C:]^T dU;
+    - row sums of those products give db and the decay's gradient per row, folded to tokens.
+    """
+    _check(problem, tun, style)
+    import tilelang.language as T
+
+    sty = _Style(style, tun.threads, tun.num_stages)
+    gemm = _gemm_macro(sty)
+    K, V, dt = problem.K, problem.V, problem.dtype
+    C, BK = tun.BT, tun.BK
+    n = 2 * C
+    sd = SOLVE_DTYPE
+    steps = solve_steps(n)
+    start, double = _solve_macros(sty, gemm, n, C, steps)
+    f32 = "float32"
+    NC, H = T.dynamic("NC"), T.dynamic("H")
+
+    @T.prim_func
+    def eda_intra_bwd(
+        Q: T.Tensor((NC, C, H, K), dt),
+        Kk: T.Tensor((NC, C, H, K), dt),
+        E: T.Tensor((NC, C, H, K), dt),
+        Vv: T.Tensor((NC, C, H, V), dt),
+        G: T.Tensor((NC, C, H), f32),
+        Beta: T.Tensor((NC, C, H), f32),
+        Gamma: T.Tensor((NC, C, H), f32),
+        dW: T.Tensor((NC, n, H, K), f32),
+        dU: T.Tensor((NC, n, H, V), f32),
+        dQg: T.Tensor((NC, C, H, K), f32),
+        dAqk: T.Tensor((NC, C, H, n), f32),
+        dKd: T.Tensor((NC, n, H, K), f32),
+        dDec: T.Tensor((NC, H), f32),
+        dQ: T.Tensor((NC, C, H, K), f32),
+        dK: T.Tensor((NC, C, H, K), f32),
+        dE: T.Tensor((NC, C, H, K), f32),
+        dV: T.Tensor((NC, C, H, V), f32),
+        dG: T.Tensor((NC, C, H), f32),
+        dBeta: T.Tensor((NC, C, H), f32),
+        dGamma: T.Tensor((NC, C, H), f32),
+    ):
+        with T.Kernel(NC, H, threads=sty.threads) as (i_c, i_h):
+            b_g = sty.shared((n,), f32)
+            b_b = sty.shared((n,), f32)
+            b_db = sty.shared((n,), f32)
+            b_dg = sty.shared((n,), f32)
+            b_dgq = sty.shared((C,), f32)
+            b_dgl = sty.shared((n,), f32)      # per-row parts of the gradient of G_last
+            b_kap = sty.shared((n, BK), sd)
+            b_q = sty.shared((C, BK), sd)
+            b_A = sty.frag((n, n))
+            b_qk = sty.frag((C, n))
+            b_kk = sty.shared((n, n), f32)
+            b_qks = sty.shared((C, n), f32)
+            b_P = sty.shared((n, n), sd)
+            b_Pt = sty.shared((n, n), sd)
+            b_X = sty.shared((n, n), sd)
+            b_acc = sty.frag((n, n))
+            b_dX = sty.frag((n, n))
+            b_dXw = sty.frag((n, C))
+            b_dXs = sty.shared((n, n), sd)
+            b_Xw = sty.shared((n, C), sd)
+            b_m1 = sty.shared((n, n), sd)
+            b_dks = sty.shared((n, n), sd)
+            b_dkk = sty.shared((n, n), f32)
+            b_dnn = sty.shared((n, n), f32)
+            b_dne = sty.shared((n, n), f32)
+            b_dqk = sty.shared((C, n), sd)
+            b_daa = sty.shared((C, n), f32)
+            b_kb = sty.shared((n, BK), sd)
+            b_dw = sty.shared((n, BK), sd)
+            b_du = sty.shared((n, BK), sd)
+            b_vb = sty.shared((C, BK), sd)
+            b_dvb = sty.frag((C, BK))
+            b_dvbs = sty.shared((C, BK), f32)
+            b_dk = sty.frag((n, BK))
+            b_dkb = sty.frag((n, BK))
+            b_dq = sty.frag((C, BK))
+            b_t1 = sty.shared((n, BK), f32)
+            b_t2 = sty.shared((n, BK), f32)
+            b_t3 = sty.shared((C, BK), f32)
+            b_t4 = sty.shared((n, BK), f32)
+
+            for r in sty.par(n):
+                b_g[r] = G[i_c, r % C, i_h]
+                b_b[r] = T.if_then_else(r < C, Gamma[i_c, r % C, i_h], Beta[i_c, r % C, i_h])
+                b_db[r] = T.float32(0)
+                b_dg[r] = T.float32(0)
+                b_dgl[r] = T.float32(0)
+            for i in sty.par(C):
+                b_dgq[i] = T.float32(0)
+            for i, j in sty.par(n, n):
+                b_A[i, j] = T.float32(0)
+            for i, j in sty.par(C, n):
+                b_qk[i, j] = T.float32(0)
+            # the Gram matrices kappa kappa^T and q kappa^T, then the solve, as in the forward
+            for i_k in T.serial(K // BK):
+                for i, d in sty.par(C, BK):
+                    b_kap[i, d] = T.cast(E[i_c, i, i_h, i_k * BK + d], sd)
+                    b_kap[C + i, d] = T.cast(Kk[i_c, i, i_h, i_k * BK + d], sd)
+                    b_q[i, d] = T.cast(Q[i_c, i, i_h, i_k * BK + d], sd)
+                gemm(b_kap, b_kap, b_A, transpose_B=True)
+                gemm(b_q, b_kap, b_qk, transpose_B=True)
+            for r, s in sty.par(n, n):
+                b_kk[r, s] = b_A[r, s]
+            for i, s in sty.par(C, n):
+                b_qks[i, s] = b_qk[i, s]
+            start(b_A, b_g, b_b, b_P, b_Pt, b_X)
+            double(b_P, b_Pt, b_X, b_acc)
+            for r, j in sty.par(n, C):
+                b_Xw[r, j] = b_X[r, C + j]
+            # dX = dW (diag(b e^G) kappa)^T + [0 | dU (diag(beta) v)^T]; dv on the way
+            for i, j in sty.par(n, n):
+                b_dX[i, j] = T.float32(0)
+            for i_k in T.serial(K // BK):
+                for r, d in sty.par(n, BK):
+                    b_kb[r, d] = T.cast(b_b[r] * T.exp(b_g[r]) * T.if_then_else(
+                        r < C, T.cast(E[i_c, r % C, i_h, i_k * BK + d], f32),
+                        T.cast(Kk[i_c, r % C, i_h, i_k * BK + d], f32)), sd)
+                    b_dw[r, d] = T.cast(dW[i_c, r, i_h, i_k * BK + d], sd)
+                gemm(b_dw, b_kb, b_dX, transpose_B=True)
+            for i, j in sty.par(n, C):
+                b_dXw[i, j] = T.float32(0)
+            for i_v in T.serial(V // BK):
+                for i, d in sty.par(C, BK):
+                    b_vb[i, d] = T.cast(b_b[C + i] * T.cast(Vv[i_c, i, i_h, i_v * BK + d], f32), sd)
+                for r, d in sty.par(n, BK):
+                    b_du[r, d] = T.cast(dU[i_c, r, i_h, i_v * BK + d], sd)
+                gemm(b_du, b_vb, b_dXw, transpose_B=True)
+                gemm(b_Xw, b_du, b_dvb, transpose_A=True, clear=True)
+                for i, d in sty.par(C, BK):
+                    dV[i_c, i, i_h, i_v * BK + d] = b_b[C + i] * b_dvb[i, d]
+                    b_dvbs[i, d] = b_dvb[i, d] * T.cast(Vv[i_c, i, i_h, i_v * BK + d], f32)
+                for i in sty.par(C):
+                    for d in T.serial(BK):
+                        b_db[C + i] = b_db[C + i] + b_dvbs[i, d]
+            for r, s in sty.par(n, n):
+                b_dXs[r, s] = T.cast(b_dX[r, s], sd)
+            for r, j in sty.par(n, C):
+                b_dXs[r, C + j] = T.cast(T.cast(b_dXs[r, C + j], f32) + b_dXw[r, j], sd)
+            # dN = -X^T dX X^T on the strictly-earlier pattern; N = diag(b) (kappa kappa^T) decayed
+            gemm(b_X, b_dXs, b_acc, transpose_A=True, clear=True)
+            for r, s in sty.par(n, n):
+                b_m1[r, s] = T.cast(b_acc[r, s], sd)
+            gemm(b_m1, b_X, b_acc, transpose_B=True, clear=True)
+            for r, s in sty.par(n, n):
+                b_dne[r, s] = T.if_then_else(
+                    2 * (s % C) + s // C < 2 * (r % C) + r // C,
+                    -b_acc[r, s] * T.exp(T.min(b_g[r] - b_g[s], T.float32(0))), T.float32(0))
+            for r, s in sty.par(n, n):
+                b_dkk[r, s] = b_dne[r, s] * b_b[r]
+                b_dnn[r, s] = b_dne[r, s] * b_b[r] * b_kk[r, s]
+                b_dne[r, s] = b_dne[r, s] * b_kk[r, s]
+            for r in sty.par(n):
+                for s in T.serial(n):
+                    b_db[r] = b_db[r] + b_dne[r, s]
+                    b_dg[r] = b_dg[r] + b_dnn[r, s] - b_dnn[s, r]
+            # Aqk = (q kappa^T) masked and decayed
+            for i, s in sty.par(C, n):
+                b_dqk[i, s] = T.cast(T.if_then_else(
+                    2 * (s % C) + s // C <= 2 * i + 1,
+                    dAqk[i_c, i, i_h, s] * T.exp(T.min(b_g[i] - b_g[s], T.float32(0))), T.float32(0)), sd)
+            for i, s in sty.par(C, n):
+                b_daa[i, s] = T.cast(b_dqk[i, s], f32) * b_qks[i, s]
+            for i in sty.par(C):
+                for s in T.serial(n):
+                    b_dgq[i] = b_dgq[i] + b_daa[i, s]
+            for s in sty.par(n):
+                for i in T.serial(C):
+                    b_dg[s] = b_dg[s] - b_daa[i, s]
+            for r, s in sty.par(n, n):
+                b_dks[r, s] = T.cast(b_dkk[r, s] + b_dkk[s, r], sd)
+            # dkappa, dq per K tile
+            for i_k in T.serial(K // BK):
+                for i, d in sty.par(C, BK):
+                    b_kap[i, d] = T.cast(E[i_c, i, i_h, i_k * BK + d], sd)
+                    b_kap[C + i, d] = T.cast(Kk[i_c, i, i_h, i_k * BK + d], sd)
+                    b_q[i, d] = T.cast(Q[i_c, i, i_h, i_k * BK + d], sd)
+                for r, d in sty.par(n, BK):
+                    b_dw[r, d] = T.cast(dW[i_c, r, i_h, i_k * BK + d], sd)
+                gemm(b_dks, b_kap, b_dk, clear=True)
+                gemm(b_dqk, b_q, b_dk, transpose_A=True)
+                gemm(b_X, b_dw, b_dkb, transpose_A=True, clear=True)
+                gemm(b_dqk, b_kap, b_dq, clear=True)
+                for r, d in sty.par(n, BK):
+                    b_t1[r, d] = b_dkb[r, d]
+                for r, d in sty.par(n, BK):
+                    b_t2[r, d] = dKd[i_c, r, i_h, i_k * BK + d] * T.exp(b_g[n - 1] - b_g[r])
+                for r, d in sty.par(n, BK):
+                    b_t4[r, d] = b_dk[r, d] + b_b[r] * T.exp(b_g[r]) * b_t1[r, d] + b_t2[r, d]
+                for i, d in sty.par(C, BK):
+                    dE[i_c, i, i_h, i_k * BK + d] = b_t4[i, d]
+                    dK[i_c, i, i_h, i_k * BK + d] = b_t4[C + i, d]
+                for i, d in sty.par(C, BK):
+                    dQ[i_c, i, i_h, i_k * BK + d] = b_dq[i, d] + dQg[i_c, i, i_h, i_k * BK + d] * T.exp(b_g[i])
+                    b_t3[i, d] = (dQg[i_c, i, i_h, i_k * BK + d] * T.exp(b_g[i])
+                                  * T.cast(b_q[i, d], f32))
+                for r, d in sty.par(n, BK):
+                    b_t1[r, d] = b_t1[r, d] * T.cast(b_kap[r, d], f32)
+                    b_t2[r, d] = b_t2[r, d] * T.cast(b_kap[r, d], f32)
+                for r in sty.par(n):
+                    for d in T.serial(BK):
+                        b_db[r] = b_db[r] + T.exp(b_g[r]) * b_t1[r, d]
+                        b_dg[r] = b_dg[r] + b_b[r] * T.exp(b_g[r]) * b_t1[r, d] - b_t2[r, d]
+                        b_dgl[r] = b_dgl[r] + b_t2[r, d]
+                for i in sty.par(C):
+                    for d in T.serial(BK):
+                        b_dgq[i] = b_dgq[i] + b_t3[i, d]
+            # fold rows to tokens: rows i and C + i are token i; G_last is token C - 1's
+            for i in sty.par(C):
+                b_dgq[i] = b_dgq[i] + b_dg[i] + b_dg[C + i]
+            for i in sty.par(C):
+                if i == C - 1:
+                    for r in T.serial(n):
+                        b_dgq[i] = b_dgq[i] + b_dgl[r]
+                    b_dgq[i] = b_dgq[i] + dDec[i_c, i_h] * T.exp(b_g[n - 1])
+            for i in sty.par(C):
+                dG[i_c, i, i_h] = b_dgq[i]
+                dGamma[i_c, i, i_h] = b_db[i]
+                dBeta[i_c, i, i_h] = b_db[C + i]
+
+    return eda_intra_bwd
+
+
 #: kernel kind -> (generator, shared-memory estimate); ``kernel_specs`` names the kinds a config uses
 GENERATORS = {
     "intra": (intra_kernel, intra_smem),
@@ -717,4 +956,5 @@ GENERATORS = {
     "recurrence_tm": (recurrence_tm_kernel, recurrence_tm_smem),
     "states": (states_kernel, states_smem),
     "dstates": (dstates_kernel, dstates_smem),
+    "intra_bwd": (intra_bwd_kernel, intra_bwd_smem),
 }
