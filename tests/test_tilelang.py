@@ -154,7 +154,8 @@ def test_cpu_backward_matches_reference(case: str) -> None:
 
 def test_backward_runs_the_tilelang_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     """The backward runs TileLang kernels (compiled for the CPU here): the intra kernel again, the
-    two scans and the intra-chunk backward; observed through the compile cache."""
+    two scans, the per-chunk gradients and the intra-chunk backward; observed through the compile
+    cache."""
     from kernel_variants.tilelang import backend as tb
 
     kinds: list[str] = []
@@ -172,7 +173,7 @@ def test_backward_runs_the_tilelang_kernels(monkeypatch: pytest.MonkeyPatch) -> 
     o, _ = fn(q, x["k"], x["v"], x["e"], x["g"], x["beta"], x["gamma"], 0.25, None, False, None, False)
     assert "states" not in kinds  # the forward alone
     o.sum().backward()
-    assert kinds[-4:] == ["intra", "states", "dstates", "intra_bwd"]
+    assert kinds[-5:] == ["intra", "states", "dstates", "chunk_grads", "intra_bwd"]
     assert q.grad is not None and q.grad.abs().sum() > 0
 
 
@@ -235,7 +236,7 @@ def test_admitted_configs_lower_for_sm90a(name: str) -> None:
     problem = _gpu_problem(K, V, dtype, training=name.endswith("-train"))
     specs = _admitted_specs(problem, full)
     if problem.training:
-        assert {spec[0] for spec in specs} >= {"states", "dstates", "intra_bwd"}
+        assert {spec[0] for spec in specs} >= {"states", "dstates", "chunk_grads", "intra_bwd"}
     workers = max(1, min(2, os.cpu_count() or 1))
     with ProcessPoolExecutor(workers) as pool:
         results = list(pool.map(_lower, specs))

@@ -3,9 +3,9 @@
 Backward (``_TileLangEda``), TileLang kernels: W, U, Aqk recomputed by ``intra_kernel``; the state
 entering each chunk (``states_kernel``); the state gradient, backwards (``dstates_kernel``); the
 intra-chunk backward (``intra_bwd_kernel``: from the gradients of W, U, Qg, Aqk, Kd and the decay to
-those of the packed inputs). In PyTorch: Qg, Kd and the decay (elementwise), the per-chunk
-gradients of W, U, Qg, Aqk, Kd between the two scans' results (batched matrix products), and
-autograd through the packing, padding, l2norm and scaling back to the inputs.
+those of the packed inputs), with the per-chunk gradients of W, U, Qg, Aqk, Kd and the decay
+between them (``chunk_grads_kernel``). In PyTorch: Qg, Kd and the decay (elementwise) and autograd
+through the packing, padding, l2norm and scaling back to the inputs.
 CUDA tensors run the GPU-style build in their dtype
 (float32/float16/bfloat16); CPU tensors the CPU-style build (target ``"c"``), which stores every
 dtype as float32 (TileLang's C target has no bfloat16) and returns the input dtype. TileLang is
@@ -31,6 +31,7 @@ from kernel_variants.tilelang.kernels import (
     GENERATORS,
     KernelProblem,
     Tunables,
+    chunk_grads_smem,
     dstates_smem,
     intra_bwd_smem,
     intra_smem,
@@ -70,8 +71,8 @@ def kernel_specs(problem: Problem, config: Config | Mapping[str, Any], scale: fl
                  ) -> list[tuple[str, KernelProblem, Tunables]]:
     """The (kind, kernel problem, tunables) of the kernels one (problem, config) compiles:
     ``intra`` and ``recurrence`` (config ``design: wu``), or ``tm`` and ``recurrence_tm``
-    (``design: tm``); for a training problem also the backward's ``states``, ``dstates`` and
-    ``intra_bwd`` (and ``intra``, which the backward runs whatever the design).
+    (``design: tm``); for a training problem also the backward's ``states``, ``dstates``,
+    ``chunk_grads`` and ``intra_bwd`` (and ``intra``, which the backward runs whatever the design).
 
     The first kernel does not depend on BV, N, scale or the initial state; its spec says so,
     so that callers (the compile cache, the lowering test) can share it.
@@ -90,7 +91,7 @@ def kernel_specs(problem: Problem, config: Config | Mapping[str, Any], scale: fl
     if problem.training:  # the backward's two scans (no scale, states always passed)
         scan = (KernelProblem(K=Kp, V=Vp, dtype=dt, scale=1.0, initial_state=False),
                 Tunables(BT=tun.BT, BK=tun.BK, BV=tun.BV, threads=tun.threads, num_stages=1))
-        specs += [("states", *scan), ("dstates", *scan), ("intra_bwd", *scan)]
+        specs += [("states", *scan), ("dstates", *scan), ("chunk_grads", *scan), ("intra_bwd", *scan)]
         if specs[0][0] != "intra":  # the backward recomputes W, U, Aqk with the intra kernel
             specs.append(("intra", *intra))
     return specs
@@ -321,23 +322,15 @@ def _backward(c: _Call, inputs: list[torch.Tensor | None], do: torch.Tensor | No
     dh0 = torch.empty(N, H, Kp, Vp, dtype=torch.float32, device=q.device)
     compile_kernel("dstates", kp, tun, style, dev)(W, Kd, Qg, Aqk, dec, doc, offsets,
                                                    _pad_state(dht, N, H, Kp, Vp, q.device), dhs, dh0)
-    # the per-chunk gradients of W, U, Qg, Aqk, Kd and the decay, all chunks at once [NC, H, r, d]
-    S, dS, dO = hs, dhs, doc.transpose(1, 2).float()
-    Wh, Uh, Aqkh, Kdh = (x.transpose(1, 2).float() for x in (W, U, Aqk, Kd))
-    delta = Uh - Wh @ S
-    ddelta = Aqkh.transpose(-1, -2) @ dO + Kdh @ dS
-
-    def rows_first(x: torch.Tensor) -> torch.Tensor:  # [NC, H, r, d] -> [NC, r, H, d]
-        return x.transpose(1, 2).float().contiguous()
-
-    dWk = rows_first(-ddelta @ S.transpose(-1, -2))
-    dUk = rows_first(ddelta)
-    dQgk = rows_first(dO @ S.transpose(-1, -2))
-    dAqkk = rows_first(dO @ delta.transpose(-1, -2))
-    dKdk = rows_first(delta @ dS.transpose(-1, -2))
-    ddec = (S * dS).sum((-1, -2)).contiguous()
-    # the intra-chunk backward kernel: to the packed inputs, then autograd through the packing
+    # the per-chunk gradients of W, U, Qg, Aqk, Kd and the decay, every chunk in parallel
     f32 = torch.float32
+    dWk, dKdk = (torch.empty(NC, n, H, Kp, dtype=f32, device=q.device) for _ in range(2))
+    dUk = torch.empty(NC, n, H, Vp, dtype=f32, device=q.device)
+    dQgk = torch.empty(NC, C, H, Kp, dtype=f32, device=q.device)
+    dAqkk = torch.empty(NC, C, H, n, dtype=f32, device=q.device)
+    ddec = torch.empty(NC, H, dtype=f32, device=q.device)
+    compile_kernel("chunk_grads", kp, tun, style, dev)(hs, dhs, W, U, Kd, Aqk, doc, dWk, dUk, dQgk, dAqkk, dKdk, ddec)
+    # the intra-chunk backward kernel: to the packed inputs, then autograd through the packing
     dq_, dk_, de_ = (torch.empty(NC, C, H, Kp, dtype=f32, device=q.device) for _ in range(3))
     dv_ = torch.empty(NC, C, H, Vp, dtype=f32, device=q.device)
     dg_, db_, dgm_ = (torch.empty(NC, C, H, dtype=f32, device=q.device) for _ in range(3))
@@ -421,7 +414,7 @@ class TileLangBackend(Backend):
 
     def constraint_vars_names(self) -> list[str]:
         return ["intra_smem", "recurrence_smem", "tm_smem", "recurrence_tm_smem", "states_smem", "dstates_smem",
-                "intra_bwd_smem"]
+                "intra_bwd_smem", "chunk_grads_smem"]
 
     def constraint_vars(self, problem: Problem) -> Mapping[str, Any]:
         limit = DEFAULT_SMEM_LIMIT
@@ -430,7 +423,8 @@ class TileLangBackend(Backend):
             limit = int(getattr(props, "shared_memory_per_block_optin", limit) or limit)
         return {"intra_smem": intra_smem, "recurrence_smem": recurrence_smem, "tm_smem": tm_smem,
                 "recurrence_tm_smem": recurrence_tm_smem, "states_smem": states_smem,
-                "dstates_smem": dstates_smem, "intra_bwd_smem": intra_bwd_smem, "smem_limit": limit}
+                "dstates_smem": dstates_smem, "intra_bwd_smem": intra_bwd_smem,
+                "chunk_grads_smem": chunk_grads_smem, "smem_limit": limit}
 
     def _build(self, problem: Problem, config: Config) -> EdaKernel:
         return make_forward(problem, config)

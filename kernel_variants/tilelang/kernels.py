@@ -948,6 +948,117 @@ def intra_bwd_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") 
     return eda_intra_bwd
 
 
+def chunk_grads_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: int) -> int:
+    """``chunk_grads_kernel``, float32 buffers as allocated (W, Kd, Aqk; S, dS, dO, Delta,
+    dDelta, -dDelta tiles; the S * dS rows)."""
+    C, n = BT, 2 * BT
+    return 4 * (2 * n * K + C * n + 2 * K * BV + C * BV + 3 * n * BV + K + 1) + 2048
+
+
+def chunk_grads_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
+    """The per-chunk gradients between the backward's two scans, grid chunks x heads, V tiles in a
+    loop (no atomics): with S (Hs, the state entering the chunk) and dS (DHs, the gradient of the
+    state leaving it), Delta = U - W S, dDelta = Aqk^T dO + Kd dS;
+    dU = dDelta, dW = -dDelta S^T, dQg = dO S^T, dAqk = dO Delta^T, dKd = Delta dS^T,
+    dDec = <S, dS>. Outputs float32, rows in the order of W, U, Kd (the erase-first order)."""
+    _check(problem, tun, style)
+    import tilelang.language as T
+
+    sty = _Style(style, tun.threads, tun.num_stages)
+    gemm = _gemm_macro(sty)
+    K, V, dt = problem.K, problem.V, problem.dtype
+    C, BV = tun.BT, tun.BV
+    n = 2 * C
+    sd = SOLVE_DTYPE
+    f32 = "float32"
+    NC, H = T.dynamic("NC"), T.dynamic("H")
+
+    @T.prim_func
+    def eda_chunk_grads(
+        Hs: T.Tensor((NC, H, K, V), f32),
+        DHs: T.Tensor((NC, H, K, V), f32),
+        W: T.Tensor((NC, n, H, K), dt),
+        U: T.Tensor((NC, n, H, V), dt),
+        Kd: T.Tensor((NC, n, H, K), dt),
+        Aqk: T.Tensor((NC, C, H, n), dt),
+        DO: T.Tensor((NC, C, H, V), dt),
+        dW: T.Tensor((NC, n, H, K), f32),
+        dU: T.Tensor((NC, n, H, V), f32),
+        dQg: T.Tensor((NC, C, H, K), f32),
+        dAqk: T.Tensor((NC, C, H, n), f32),
+        dKd: T.Tensor((NC, n, H, K), f32),
+        dDec: T.Tensor((NC, H), f32),
+    ):
+        with T.Kernel(NC, H, threads=sty.threads) as (i_c, i_h):
+            b_W = sty.shared((n, K), sd)
+            b_Kd = sty.shared((n, K), sd)
+            b_Aqk = sty.shared((C, n), sd)
+            b_S = sty.shared((K, BV), sd)
+            b_dS = sty.shared((K, BV), sd)
+            b_dO = sty.shared((C, BV), sd)
+            b_ws = sty.frag((n, BV))
+            b_dd = sty.frag((n, BV))
+            b_D = sty.shared((n, BV), sd)
+            b_dD = sty.shared((n, BV), sd)
+            b_mD = sty.shared((n, BV), sd)
+            b_dw = sty.frag((n, K))
+            b_dkd = sty.frag((n, K))
+            b_dqg = sty.frag((C, K))
+            b_da = sty.frag((C, n))
+            b_red = sty.shared((K,), f32)
+            b_one = sty.shared((1,), f32)
+
+            for r, d in sty.par(n, K):
+                b_W[r, d] = T.cast(W[i_c, r, i_h, d], sd)
+                b_Kd[r, d] = T.cast(Kd[i_c, r, i_h, d], sd)
+                b_dw[r, d] = T.float32(0)
+                b_dkd[r, d] = T.float32(0)
+            for i, s in sty.par(C, n):
+                b_Aqk[i, s] = T.cast(Aqk[i_c, i, i_h, s], sd)
+                b_da[i, s] = T.float32(0)
+            for i, d in sty.par(C, K):
+                b_dqg[i, d] = T.float32(0)
+            for i in sty.par(K):
+                b_red[i] = T.float32(0)
+            for i_v in T.serial(V // BV):
+                for i, d in sty.par(K, BV):
+                    b_S[i, d] = Hs[i_c, i_h, i, i_v * BV + d]
+                    b_dS[i, d] = DHs[i_c, i_h, i, i_v * BV + d]
+                for i, d in sty.par(C, BV):
+                    b_dO[i, d] = T.cast(DO[i_c, i, i_h, i_v * BV + d], sd)
+                # Delta = U - W S; dDelta = Aqk^T dO + Kd dS
+                gemm(b_W, b_S, b_ws, clear=True)
+                gemm(b_Aqk, b_dO, b_dd, transpose_A=True, clear=True)
+                gemm(b_Kd, b_dS, b_dd)
+                for r, d in sty.par(n, BV):
+                    b_D[r, d] = T.cast(T.cast(U[i_c, r, i_h, i_v * BV + d], f32) - b_ws[r, d], sd)
+                for r, d in sty.par(n, BV):
+                    dU[i_c, r, i_h, i_v * BV + d] = b_dd[r, d]
+                    b_dD[r, d] = T.cast(b_dd[r, d], sd)
+                    b_mD[r, d] = T.cast(-b_dd[r, d], sd)
+                gemm(b_mD, b_S, b_dw, transpose_B=True)
+                gemm(b_dO, b_S, b_dqg, transpose_B=True)
+                gemm(b_dO, b_D, b_da, transpose_B=True)
+                gemm(b_D, b_dS, b_dkd, transpose_B=True)
+                for i in sty.par(K):
+                    for d in T.serial(BV):
+                        b_red[i] = b_red[i] + T.cast(b_S[i, d], f32) * T.cast(b_dS[i, d], f32)
+            for r, d in sty.par(n, K):
+                dW[i_c, r, i_h, d] = b_dw[r, d]
+                dKd[i_c, r, i_h, d] = b_dkd[r, d]
+            for i, d in sty.par(C, K):
+                dQg[i_c, i, i_h, d] = b_dqg[i, d]
+            for i, s in sty.par(C, n):
+                dAqk[i_c, i, i_h, s] = b_da[i, s]
+            for i in sty.par(1):
+                b_one[i] = T.float32(0)
+                for j in T.serial(K):
+                    b_one[i] = b_one[i] + b_red[j]
+                dDec[i_c, i_h] = b_one[i]
+
+    return eda_chunk_grads
+
+
 #: kernel kind -> (generator, shared-memory estimate); ``kernel_specs`` names the kinds a config uses
 GENERATORS = {
     "intra": (intra_kernel, intra_smem),
@@ -957,4 +1068,5 @@ GENERATORS = {
     "states": (states_kernel, states_smem),
     "dstates": (dstates_kernel, dstates_smem),
     "intra_bwd": (intra_bwd_kernel, intra_bwd_smem),
+    "chunk_grads": (chunk_grads_kernel, chunk_grads_smem),
 }
