@@ -171,6 +171,16 @@ def _gemm_macro(sty: _Style) -> Any:
     return gemm
 
 
+def _begin(problem: KernelProblem, tun: Tunables, style: str) -> tuple[Any, _Style, Any]:
+    """What every generator starts with: the checks, TileLang's language module, the style switch
+    and the GEMM macro."""
+    _check(problem, tun, style)
+    import tilelang.language as T
+
+    sty = _Style(style, tun.threads, tun.num_stages)
+    return T, sty, _gemm_macro(sty)
+
+
 def _solve_macros(sty: _Style, gemm: Any, n: int, C: int, steps: int) -> tuple[Any, Any]:
     """The two halves of the chunk solve, shared by ``intra_kernel`` and ``tm_kernel``:
     ``start(A, g, b, P, Pt, X)`` builds P = -diag(b) L (L: the Gram matrix A masked to earlier rows,
@@ -235,11 +245,7 @@ def _out_state_macro(sty: _Style, gemm: Any, n: int, C: int, K: int, BV: int, sc
 
 def intra_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
     """W [NC, n, H, K], U [NC, n, H, V], Aqk [NC, C, H, n] from q, k, e, v, G, beta, gamma."""
-    _check(problem, tun, style)
-    import tilelang.language as T
-
-    sty = _Style(style, tun.threads, tun.num_stages)
-    gemm = _gemm_macro(sty)
+    T, sty, gemm = _begin(problem, tun, style)
     K, V, dt = problem.K, problem.V, problem.dtype
     C, BK = tun.BT, tun.BK  # BV tiles only the recurrence
     n = 2 * C
@@ -333,11 +339,7 @@ def intra_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> A
 
 def recurrence_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
     """o [NC, C, H, V] and final states [N, H, K, V] from W, U, Aqk, q, k, e, G and h0."""
-    _check(problem, tun, style)
-    import tilelang.language as T
-
-    sty = _Style(style, tun.threads, tun.num_stages)
-    gemm = _gemm_macro(sty)
+    T, sty, gemm = _begin(problem, tun, style)
     K, V, dt = problem.K, problem.V, problem.dtype
     C, BV = tun.BT, tun.BV
     n = 2 * C
@@ -428,11 +430,7 @@ def recurrence_tm_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages:
 def tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
     """Tm = (I + N)^-1 [NC, n, H, n] (rows and columns in the erase-first order) from k, e, G,
     beta, gamma: the solve of ``intra_kernel`` without W, U and Aqk."""
-    _check(problem, tun, style)
-    import tilelang.language as T
-
-    sty = _Style(style, tun.threads, tun.num_stages)
-    gemm = _gemm_macro(sty)
+    T, sty, gemm = _begin(problem, tun, style)
     K, dt = problem.K, problem.dtype
     C, BK = tun.BT, tun.BK
     n = 2 * C
@@ -482,11 +480,7 @@ def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gp
     """o and the final states from q, k, e, v, G, beta, gamma and Tm (design "tm"): per chunk
     X = diag(b) (nu - e^G kappa S), Delta = Tm X, Aqk = (q kappa^T masked and decayed),
     O = scale ((q e^Gq) S + Aqk Delta), S = e^{G_last} S + (kappa e^{G_last - G})^T Delta."""
-    _check(problem, tun, style)
-    import tilelang.language as T
-
-    sty = _Style(style, tun.threads, tun.num_stages)
-    gemm = _gemm_macro(sty)
+    T, sty, gemm = _begin(problem, tun, style)
     K, V, dt = problem.K, problem.V, problem.dtype
     C, BV = tun.BT, tun.BV
     n = 2 * C
@@ -588,11 +582,7 @@ def states_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> 
     """The state entering every chunk, Hs [NC, H, K, V] float32, from W, U, Kd [NC, n, H, .] and
     the chunk decay Dec [NC, H]: S_0 = H0, S_{j+1} = Dec_j S_j + Kd_j^T (U_j - W_j S_j). Rows in any
     order shared by W, U and Kd (the backward passes PyTorch's interleaved order)."""
-    _check(problem, tun, style)
-    import tilelang.language as T
-
-    sty = _Style(style, tun.threads, tun.num_stages)
-    gemm = _gemm_macro(sty)
+    T, sty, gemm = _begin(problem, tun, style)
     K, V, dt = problem.K, problem.V, problem.dtype
     C, BV = tun.BT, tun.BV
     n = 2 * C
@@ -643,11 +633,7 @@ def dstates_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") ->
     initial state, DH0 [N, H, K, V], run backwards from DHT (the final state's gradient):
     dDelta = Aqk^T dO + Kd dS, dS <- Dec dS + Qg^T dO - W^T dDelta (the transpose of one chunk
     step o = Qg S + Aqk Delta, Delta = U - W S, S' = Dec S + Kd^T Delta)."""
-    _check(problem, tun, style)
-    import tilelang.language as T
-
-    sty = _Style(style, tun.threads, tun.num_stages)
-    gemm = _gemm_macro(sty)
+    T, sty, gemm = _begin(problem, tun, style)
     K, V, dt = problem.K, problem.V, problem.dtype
     C, BV = tun.BT, tun.BV
     n = 2 * C
@@ -728,11 +714,7 @@ def intra_bwd_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") 
     - dq = dQK kappa + dQg e^G; dv = diag(beta) X[:, C:]^T dU;
     - row sums of those products give db and the decay's gradient per row, folded to tokens.
     """
-    _check(problem, tun, style)
-    import tilelang.language as T
-
-    sty = _Style(style, tun.threads, tun.num_stages)
-    gemm = _gemm_macro(sty)
+    T, sty, gemm = _begin(problem, tun, style)
     K, V, dt = problem.K, problem.V, problem.dtype
     C, BK = tun.BT, tun.BK
     n = 2 * C
@@ -961,11 +943,7 @@ def chunk_grads_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu"
     state leaving it), Delta = U - W S, dDelta = Aqk^T dO + Kd dS;
     dU = dDelta, dW = -dDelta S^T, dQg = dO S^T, dAqk = dO Delta^T, dKd = Delta dS^T,
     dDec = <S, dS>. Outputs float32, rows in the order of W, U, Kd (the erase-first order)."""
-    _check(problem, tun, style)
-    import tilelang.language as T
-
-    sty = _Style(style, tun.threads, tun.num_stages)
-    gemm = _gemm_macro(sty)
+    T, sty, gemm = _begin(problem, tun, style)
     K, V, dt = problem.K, problem.V, problem.dtype
     C, BV = tun.BT, tun.BV
     n = 2 * C
