@@ -16,6 +16,7 @@ and sequences are runtime sizes.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -145,11 +146,29 @@ class _Packed:
     keep: torch.Tensor | None  # varlen: which padded positions are real tokens
 
 
+@functools.lru_cache(maxsize=64)
+def _layout(B: int, T: int, C: int, seqlens: tuple[int, ...] | None, device: torch.device
+            ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(chunk offsets of the sequences [N + 1] int32, varlen: the token of every padded position
+    (T for padding), and which of them are real). Cached per packing: a training step packs the
+    inputs in the forward, again in the backward, and the output's gradient."""
+    if seqlens is None:
+        return torch.arange(B + 1, dtype=torch.int32, device=device) * -(-T // C), None, None
+    idx, starts = [], [0]
+    for bos, eos in zip(seqlens[:-1], seqlens[1:]):
+        n_chunks = -(-(eos - bos) // C)
+        pos = torch.arange(bos, bos + n_chunks * C)
+        idx.append(torch.where(pos < eos, pos, torch.full_like(pos, T)))
+        starts.append(starts[-1] + n_chunks)
+    index = torch.cat(idx).to(device)
+    return torch.tensor(starts, dtype=torch.int32, device=device), index, index < T
+
+
 def _pack(xs: list[torch.Tensor], scalars: list[torch.Tensor], B: int, T: int, C: int,
           seqlens: list[int] | None) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor,
                                               torch.Tensor | None]:
-    device = xs[0].device
-    if seqlens is None:
+    offsets, index, keep = _layout(B, T, C, None if seqlens is None else tuple(seqlens), xs[0].device)
+    if index is None:
         NCs = -(-T // C)
         pad = NCs * C - T
 
@@ -157,20 +176,7 @@ def _pack(xs: list[torch.Tensor], scalars: list[torch.Tensor], B: int, T: int, C
             if pad:
                 x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad) if x.dim() == 4 else (0, 0, 0, pad))
             return x.reshape(B * NCs, C, *x.shape[2:])
-
-        offsets = torch.arange(B + 1, dtype=torch.int32, device=device) * NCs
-        keep = None
     else:
-        idx, starts = [], [0]
-        for bos, eos in zip(seqlens[:-1], seqlens[1:]):
-            n_chunks = -(-(eos - bos) // C)
-            pos = torch.arange(bos, bos + n_chunks * C)
-            idx.append(torch.where(pos < eos, pos, torch.full_like(pos, T)))
-            starts.append(starts[-1] + n_chunks)
-        index = torch.cat(idx).to(device)
-        offsets = torch.tensor(starts, dtype=torch.int32, device=device)
-        keep = index < T
-
         def chunked(x: torch.Tensor) -> torch.Tensor:
             # padding positions point at an appended zero row: they change nothing
             x = torch.cat((x[0], x.new_zeros(x[0, :1].shape)), dim=0).index_select(0, index)

@@ -107,6 +107,14 @@ def _fit(block: int, dim: int) -> int:
     return max(16, min(block, triton.next_power_of_2(dim)))
 
 
+def _override(value: int, default: int, dim: int | None = None) -> int:
+    """A per-kernel override of TritonParams (0: the config's ``default``); a tile is fitted to
+    the padded ``dim``."""
+    if not value:
+        return default
+    return _fit(value, dim) if dim is not None else value
+
+
 def _scratch_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
 
@@ -429,14 +437,14 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
         eda_bwd_dh_kernel[(triton.cdiv(V, bv), N * H)](
             w, do, dht_ if dht_ is not None else dummy, bufs["dh"], dh0, q, k, e, g_, scale, cu_seqlens,
             co, T, NCT, H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_DHT=dht_ is not None,
-            IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, num_warps=p.warps_dh or p.warps_h,
+            IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, num_warps=_override(p.warps_dh, p.warps_h),
             num_stages=ns)
 
     def launch_grad(bv: int, ns: int) -> None:
         eda_bwd_grad_kernel[(NCT, B * H)](
             h, bufs["dh"], w, u, do, dU, bufs["dW"], bufs["dQg"], bufs["dA"], bufs["dKd"], bufs["ddec"],
             q, k, e, g_, scale, cu_seqlens, ci, T, NCT, H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv,
-            IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, num_warps=p.warps_grad or p.warps_bwd,
+            IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, num_warps=_override(p.warps_grad, p.warps_bwd),
             num_stages=ns)
 
     if p.bwd_rec == "split":
@@ -447,8 +455,8 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
                     dA=torch.empty(B, H, NCT, BT, NR, dtype=gdt, device=q.device),
                     dKd=torch.empty(B, H, NCT, NR, K, dtype=gdt, device=q.device),
                     ddec=torch.empty(B, H, NCT, dtype=f32, device=q.device))
-        _with_fallback(launch_dh, _fit(p.bv_dh, V) if p.bv_dh else BV, p.stages_dh or p.num_stages)
-        _with_fallback(launch_grad, _fit(p.bv_grad, V) if p.bv_grad else BV, p.stages_grad or p.num_stages)
+        _with_fallback(launch_dh, _override(p.bv_dh, BV, V), _override(p.stages_dh, p.num_stages))
+        _with_fallback(launch_grad, _override(p.bv_grad, BV, V), _override(p.stages_grad, p.num_stages))
     else:
         _with_fallback(launch_bwd, BV, p.num_stages)
     dW, dQg, dA, dKd, ddec = (bufs[n] for n in ("dW", "dQg", "dA", "dKd", "ddec"))
@@ -473,10 +481,10 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
         intra_kernel[(NCT, B * H)](
             q, k, e, v, g_, beta, gamma, dW, dU, dQg, dA, dKd, ddec,
             dq, dk, de, dv, dg if dg is not None else dummy, dbeta, dgamma, cu_seqlens, ci, scale,
-            T, NCT, H=H, K=K, V=V, BT=BT, BK=_fit(p.bk_intra, K) if p.bk_intra else BK, BV=bv, LOG2N=log2n, USE_G=use_g,
-            IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=p.warps_intra or p.warps_bwd, num_stages=ns)
+            T, NCT, H=H, K=K, V=V, BT=BT, BK=_override(p.bk_intra, BK, K), BV=bv, LOG2N=log2n, USE_G=use_g,
+            IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=_override(p.warps_intra, p.warps_bwd), num_stages=ns)
 
-    _with_fallback(launch_intra, _fit(p.bv_intra, V) if p.bv_intra else BV, p.stages_intra or p.num_stages)
+    _with_fallback(launch_intra, _override(p.bv_intra, BV, V), _override(p.stages_intra, p.num_stages))
     return dq, dk, dv, de, dg, dbeta, dgamma, (dh0.to(h0.dtype) if h0 is not None else None)
 
 
