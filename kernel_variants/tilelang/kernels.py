@@ -788,6 +788,7 @@ def intra_bwd_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") 
             b_t2 = sty.shared((n, BK), f32)
             b_t3 = sty.shared((C, BK), f32)
             b_t4 = sty.shared((n, BK), f32)
+            b_one = T.alloc_local((1,), f32)
 
             for r in sty.par(n):
                 b_g[r] = G[i_c, r % C, i_h]
@@ -915,15 +916,15 @@ def intra_bwd_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") 
                     for d in T.serial(BK):
                         b_dgq[i] = b_dgq[i] + b_t3[i, d]
             # fold rows to tokens: rows i and C + i are token i; G_last is token C - 1's
+            # (per thread in a register: a shared read-write inside the branch would need a barrier)
             for i in sty.par(C):
-                b_dgq[i] = b_dgq[i] + b_dg[i] + b_dg[C + i]
-            for i in sty.par(C):
+                b_one[0] = b_dgq[i] + b_dg[i] + b_dg[C + i]
                 if i == C - 1:
                     for r in T.serial(n):
-                        b_dgq[i] = b_dgq[i] + b_dgl[r]
-                    b_dgq[i] = b_dgq[i] + dDec[i_c, i_h] * T.exp(b_g[n - 1])
+                        b_one[0] = b_one[0] + b_dgl[r]
+                    b_one[0] = b_one[0] + dDec[i_c, i_h] * T.exp(b_g[n - 1])
+                dG[i_c, i, i_h] = b_one[0]
             for i in sty.par(C):
-                dG[i_c, i, i_h] = b_dgq[i]
                 dGamma[i_c, i, i_h] = b_db[i]
                 dBeta[i_c, i, i_h] = b_db[C + i]
 
@@ -984,7 +985,7 @@ def chunk_grads_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu"
             b_dqg = sty.frag((C, K))
             b_da = sty.frag((C, n))
             b_red = sty.shared((K,), f32)
-            b_one = sty.shared((1,), f32)
+            b_one = T.alloc_local((1,), f32)
 
             for r, d in sty.par(n, K):
                 b_W[r, d] = T.cast(W[i_c, r, i_h, d], sd)
@@ -1028,11 +1029,11 @@ def chunk_grads_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu"
                 dQg[i_c, i, i_h, d] = b_dqg[i, d]
             for i, s in sty.par(C, n):
                 dAqk[i_c, i, i_h, s] = b_da[i, s]
-            for i in sty.par(1):
-                b_one[i] = T.float32(0)
+            for _i in sty.par(1):  # one thread, a register accumulator (no shared read-write in a branch)
+                b_one[0] = T.float32(0)
                 for j in T.serial(K):
-                    b_one[i] = b_one[i] + b_red[j]
-                dDec[i_c, i_h] = b_one[i]
+                    b_one[0] = b_one[0] + b_red[j]
+                dDec[i_c, i_h] = b_one[0]
 
     return eda_chunk_grads
 
