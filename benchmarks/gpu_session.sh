@@ -5,7 +5,8 @@
 #   BWD_S    benchmarks/gpu_triton_bwd_intra.py: the backward variants, checked, then timed at S1
 #            (BWD_TAGS: only these timing variants; BWD_CHECKS=0: no checks); $OUT/bwd_intra.json;
 #   PROF_S   benchmarks/profile_kernels.py: each kernel's GPU time in one fwd+bwd step (torch.profiler)
-#            for PROF_BACKENDS (default tilelang,triton) at PROF_ONLY (default S1); $OUT/prof.json;
+#            for PROF_BACKENDS (default tilelang,triton) at PROF_ONLY (default S1), then each of
+#            PROF_CONFIGS (space-separated BACKEND:key=value,...); $OUT/prof.json;
 #   NCU_S    Nsight Compute over the five backward kernels at S1 (benchmarks/ncu_bwd.py): $OUT/ncu_bwd.txt;
 #   TUNE_S   tune the triton backend on S1-S5 (TRIALS per study; resumable: the storage comes back
 #            in $OUT and is carried again as .tune/), merging into results/<slug>.yaml; REFRESH=1:
@@ -71,8 +72,10 @@ if [ "${BWD_S:-0}" -gt 0 ]; then
   echo "bwd variants: rc $?" | tee -a "$LOG"
 fi
 if [ "${PROF_S:-0}" -gt 0 ]; then
-  timeout "$PROF_S" python3 benchmarks/profile_kernels.py --backends "${PROF_BACKENDS:-tilelang,triton}" \
-    --only "${PROF_ONLY:-S1}" --json "$OUT/prof.json" >> "$LOG" 2>&1
+  PROF_ARGS=()
+  for c in ${PROF_CONFIGS:-}; do PROF_ARGS+=(--config "$c"); done
+  timeout "$PROF_S" python3 benchmarks/profile_kernels.py --backends "${PROF_BACKENDS-tilelang,triton}" \
+    --only "${PROF_ONLY:-S1}" "${PROF_ARGS[@]}" --json "$OUT/prof.json" >> "$LOG" 2>&1
   echo "profile: rc $?" | tee -a "$LOG"
 fi
 if [ "${NCU_S:-0}" -gt 0 ]; then

@@ -70,29 +70,29 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--top", type=int, default=14, help="rows of the table per (backend, shape)")
     ap.add_argument("--config", action="append", default=[],
-                    help="BACKEND:key=value,... a config to profile instead of the default")
+                    help="BACKEND:key=value,... a config to profile after the defaults (repeatable)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    configs: dict[str, dict] = {}
+    targets: list[tuple[str, dict]] = [(name, {}) for name in a.backends.split(",") if name]
     for c in a.config:
         name, _, kv = c.partition(":")
-        configs[name] = {k: (int(v) if v.lstrip("-").isdigit() else v)
-                         for k, v in (p.split("=", 1) for p in kv.split(",") if p)}
+        targets.append((name, {k: (int(v) if v.lstrip("-").isdigit() else v)
+                               for k, v in (p.split("=", 1) for p in kv.split(",") if p)}))
     shapes = {s.name: s for s in builtin_shapes("standard")}
     out = []
     for sname in a.only.split(","):
         problem = dataclasses.replace(shapes[sname].problem, training=True)
-        for backend in a.backends.split(","):
+        for backend, config in targets:
             try:
-                r = profile_one(problem, backend, configs.get(backend, {}), a.iters)
+                r = profile_one(problem, backend, config, a.iters)
             except Exception as err:  # one failing backend must not lose the others' rows
                 print(f"{sname} {backend}: FAILED {type(err).__name__}: {err}", flush=True)
                 out.append({"shape": sname, "backend": backend, "error": f"{type(err).__name__}: {err}"})
                 continue
             r["shape"] = sname
             out.append(r)
-            print(f"\n{sname} {backend}: {r['kernel_ms_per_step']:.3f} ms of kernels per fwd+bwd step, "
-                  f"peak {r['peak_mib']:.0f} MiB", flush=True)
+            print(f"\n{sname} {backend} {config or 'default'}: {r['kernel_ms_per_step']:.3f} ms of kernels "
+                  f"per fwd+bwd step, peak {r['peak_mib']:.0f} MiB", flush=True)
             print(f"{'ms':>8} {'n':>4} {'share':>6}  kernel")
             for k in r["kernels"][:a.top]:
                 print(f"{k['ms']:8.3f} {k['launches']:4.0f} {k['share']:6.1%}  {k['kernel'][:60]}")

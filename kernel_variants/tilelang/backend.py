@@ -318,7 +318,7 @@ def _backward(c: _Call, inputs: list[torch.Tensor | None], do: torch.Tensor | No
     Kd = (torch.cat((ec, kc), dim=1).float() * (g_last[:, None] - G).exp()[..., None]).to(dt).contiguous()
     Qg = (qc.float() * gc.exp()[..., None]).to(dt).contiguous()
     dec = g_last.exp().contiguous()
-    hs = torch.empty(NC, H, Kp, Vp, dtype=torch.float32, device=q.device)
+    hs = torch.empty(NC, H, Kp, Vp, dtype=dt, device=q.device)  # states in the storage dtype, as fla's h
     compile_kernel("states", kp, tun, style, dev)(W, U, Kd, dec, offsets, _pad_state(h0, N, H, Kp, Vp, q.device), hs)
     if do is None:
         do = torch.zeros(B, T, H, V, dtype=v.dtype, device=q.device)

@@ -579,8 +579,8 @@ def dstates_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: int) 
 
 
 def states_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
-    """The state entering every chunk, Hs [NC, H, K, V] float32, from W, U, Kd [NC, n, H, .] and
-    the chunk decay Dec [NC, H]: S_0 = H0, S_{j+1} = Dec_j S_j + Kd_j^T (U_j - W_j S_j). Rows in any
+    """The state entering every chunk, Hs [NC, H, K, V] in the storage dtype (as the products use
+    it), from W, U, Kd [NC, n, H, .] and the chunk decay Dec [NC, H]: S_0 = H0, S_{j+1} = Dec_j S_j + Kd_j^T (U_j - W_j S_j). Rows in any
     order shared by W, U and Kd (the backward passes PyTorch's interleaved order)."""
     T, sty, gemm = _begin(problem, tun, style)
     K, V, dt = problem.K, problem.V, problem.dtype
@@ -598,7 +598,7 @@ def states_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> 
         Dec: T.Tensor((NC, H), f32),
         ChunkOffsets: T.Tensor((NP1,), "int32"),
         H0: T.Tensor((N, H, K, V), f32),
-        Hs: T.Tensor((NC, H, K, V), f32),
+        Hs: T.Tensor((NC, H, K, V), dt),
     ):
         with T.Kernel(V // BV, N, H, threads=sty.threads) as (i_v, i_n, i_h):
             b_S = sty.frag((K, BV))
@@ -614,9 +614,9 @@ def states_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> 
             for j in sty.loop(nchunks):
                 T.copy(W[c0 + j, 0:n, i_h, 0:K], b_W)
                 T.copy(Kd[c0 + j, 0:n, i_h, 0:K], b_Kd)
-                T.copy(b_S, Hs[c0 + j, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
                 for i, d in sty.par(K, BV):
                     b_Ss[i, d] = T.cast(b_S[i, d], dt)
+                T.copy(b_Ss, Hs[c0 + j, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
                 # Delta = U - W S; S = Dec S + Kd^T Delta
                 gemm(b_W, b_Ss, b_ws, clear=True)
                 for r, d in sty.par(n, BV):
@@ -629,8 +629,8 @@ def states_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> 
 
 
 def dstates_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
-    """The gradient of the state leaving every chunk, DHs [NC, H, K, V] float32, and of the
-    initial state, DH0 [N, H, K, V], run backwards from DHT (the final state's gradient):
+    """The gradient of the state leaving every chunk, DHs [NC, H, K, V] in the storage dtype, and
+    of the initial state, DH0 [N, H, K, V] float32, run backwards from DHT (the final state's gradient):
     dDelta = Aqk^T dO + Kd dS, dS <- Dec dS + Qg^T dO - W^T dDelta (the transpose of one chunk
     step o = Qg S + Aqk Delta, Delta = U - W S, S' = Dec S + Kd^T Delta)."""
     T, sty, gemm = _begin(problem, tun, style)
@@ -651,7 +651,7 @@ def dstates_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") ->
         DO: T.Tensor((NC, C, H, V), dt),
         ChunkOffsets: T.Tensor((NP1,), "int32"),
         DHT: T.Tensor((N, H, K, V), f32),
-        DHs: T.Tensor((NC, H, K, V), f32),
+        DHs: T.Tensor((NC, H, K, V), dt),
         DH0: T.Tensor((N, H, K, V), f32),
     ):
         with T.Kernel(V // BV, N, H, threads=sty.threads) as (i_v, i_n, i_h):
@@ -672,7 +672,6 @@ def dstates_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") ->
             nchunks = ChunkOffsets[i_n + 1] - c0
             for jj in sty.loop(nchunks):
                 j = c0 + nchunks - 1 - jj
-                T.copy(b_dS, DHs[j, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
                 T.copy(W[j, 0:n, i_h, 0:K], b_W)
                 T.copy(Kd[j, 0:n, i_h, 0:K], b_Kd)
                 T.copy(Qg[j, 0:C, i_h, 0:K], b_Qg)
@@ -680,6 +679,7 @@ def dstates_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") ->
                 T.copy(DO[j, 0:C, i_h, i_v * BV:(i_v + 1) * BV], b_dO)
                 for i, d in sty.par(K, BV):
                     b_dSs[i, d] = T.cast(b_dS[i, d], dt)
+                T.copy(b_dSs, DHs[j, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
                 # dDelta = Aqk^T dO + Kd dS
                 gemm(b_Aqk, b_dO, b_dd, transpose_A=True, clear=True)
                 gemm(b_Kd, b_dSs, b_dd)
@@ -932,10 +932,10 @@ def intra_bwd_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") 
 
 
 def chunk_grads_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: int) -> int:
-    """``chunk_grads_kernel``, float32 buffers as allocated (W, Kd, Aqk; S, dS, dO, Delta,
-    dDelta, -dDelta tiles; the S * dS rows)."""
-    C, n = BT, 2 * BT
-    return 4 * (2 * n * K + C * n + 2 * K * BV + C * BV + 3 * n * BV + K + 1) + 2048
+    """``chunk_grads_kernel``, buffers in the storage dtype as allocated (W, Kd, Aqk; S, dS, dO,
+    Delta, dDelta, -dDelta tiles) and the float32 S * dS rows."""
+    C, n, db = BT, 2 * BT, DTYPE_BYTES[dtype]
+    return db * (2 * n * K + C * n + 2 * K * BV + C * BV + 3 * n * BV) + 4 * K + 2048
 
 
 def chunk_grads_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
@@ -943,19 +943,20 @@ def chunk_grads_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu"
     loop (no atomics): with S (Hs, the state entering the chunk) and dS (DHs, the gradient of the
     state leaving it), Delta = U - W S, dDelta = Aqk^T dO + Kd dS;
     dU = dDelta, dW = -dDelta S^T, dQg = dO S^T, dAqk = dO Delta^T, dKd = Delta dS^T,
-    dDec = <S, dS>. Outputs float32, rows in the order of W, U, Kd (the erase-first order)."""
+    dDec = <S, dS>. Operands in the storage dtype (as the two scans' products are; S and dS come
+    stored in it), float32 accumulation; outputs float32, rows in the order of W, U, Kd (the
+    erase-first order)."""
     T, sty, gemm = _begin(problem, tun, style)
     K, V, dt = problem.K, problem.V, problem.dtype
     C, BV = tun.BT, tun.BV
     n = 2 * C
-    sd = SOLVE_DTYPE
     f32 = "float32"
     NC, H = T.dynamic("NC"), T.dynamic("H")
 
     @T.prim_func
     def eda_chunk_grads(
-        Hs: T.Tensor((NC, H, K, V), f32),
-        DHs: T.Tensor((NC, H, K, V), f32),
+        Hs: T.Tensor((NC, H, K, V), dt),
+        DHs: T.Tensor((NC, H, K, V), dt),
         W: T.Tensor((NC, n, H, K), dt),
         U: T.Tensor((NC, n, H, V), dt),
         Kd: T.Tensor((NC, n, H, K), dt),
@@ -969,17 +970,17 @@ def chunk_grads_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu"
         dDec: T.Tensor((NC, H), f32),
     ):
         with T.Kernel(NC, H, threads=sty.threads) as (i_c, i_h):
-            b_W = sty.shared((n, K), sd)
-            b_Kd = sty.shared((n, K), sd)
-            b_Aqk = sty.shared((C, n), sd)
-            b_S = sty.shared((K, BV), sd)
-            b_dS = sty.shared((K, BV), sd)
-            b_dO = sty.shared((C, BV), sd)
+            b_W = sty.shared((n, K), dt)
+            b_Kd = sty.shared((n, K), dt)
+            b_Aqk = sty.shared((C, n), dt)
+            b_S = sty.shared((K, BV), dt)
+            b_dS = sty.shared((K, BV), dt)
+            b_dO = sty.shared((C, BV), dt)
             b_ws = sty.frag((n, BV))
             b_dd = sty.frag((n, BV))
-            b_D = sty.shared((n, BV), sd)
-            b_dD = sty.shared((n, BV), sd)
-            b_mD = sty.shared((n, BV), sd)
+            b_D = sty.shared((n, BV), dt)
+            b_dD = sty.shared((n, BV), dt)
+            b_mD = sty.shared((n, BV), dt)
             b_dw = sty.frag((n, K))
             b_dkd = sty.frag((n, K))
             b_dqg = sty.frag((C, K))
@@ -987,34 +988,32 @@ def chunk_grads_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu"
             b_red = sty.shared((K,), f32)
             b_one = T.alloc_local((1,), f32)
 
+            T.copy(W[i_c, 0:n, i_h, 0:K], b_W)
+            T.copy(Kd[i_c, 0:n, i_h, 0:K], b_Kd)
+            T.copy(Aqk[i_c, 0:C, i_h, 0:n], b_Aqk)
             for r, d in sty.par(n, K):
-                b_W[r, d] = T.cast(W[i_c, r, i_h, d], sd)
-                b_Kd[r, d] = T.cast(Kd[i_c, r, i_h, d], sd)
                 b_dw[r, d] = T.float32(0)
                 b_dkd[r, d] = T.float32(0)
             for i, s in sty.par(C, n):
-                b_Aqk[i, s] = T.cast(Aqk[i_c, i, i_h, s], sd)
                 b_da[i, s] = T.float32(0)
             for i, d in sty.par(C, K):
                 b_dqg[i, d] = T.float32(0)
             for i in sty.par(K):
                 b_red[i] = T.float32(0)
             for i_v in T.serial(V // BV):
-                for i, d in sty.par(K, BV):
-                    b_S[i, d] = Hs[i_c, i_h, i, i_v * BV + d]
-                    b_dS[i, d] = DHs[i_c, i_h, i, i_v * BV + d]
-                for i, d in sty.par(C, BV):
-                    b_dO[i, d] = T.cast(DO[i_c, i, i_h, i_v * BV + d], sd)
+                T.copy(Hs[i_c, i_h, 0:K, i_v * BV:(i_v + 1) * BV], b_S)
+                T.copy(DHs[i_c, i_h, 0:K, i_v * BV:(i_v + 1) * BV], b_dS)
+                T.copy(DO[i_c, 0:C, i_h, i_v * BV:(i_v + 1) * BV], b_dO)
                 # Delta = U - W S; dDelta = Aqk^T dO + Kd dS
                 gemm(b_W, b_S, b_ws, clear=True)
                 gemm(b_Aqk, b_dO, b_dd, transpose_A=True, clear=True)
                 gemm(b_Kd, b_dS, b_dd)
                 for r, d in sty.par(n, BV):
-                    b_D[r, d] = T.cast(T.cast(U[i_c, r, i_h, i_v * BV + d], f32) - b_ws[r, d], sd)
+                    b_D[r, d] = T.cast(T.cast(U[i_c, r, i_h, i_v * BV + d], f32) - b_ws[r, d], dt)
                 for r, d in sty.par(n, BV):
                     dU[i_c, r, i_h, i_v * BV + d] = b_dd[r, d]
-                    b_dD[r, d] = T.cast(b_dd[r, d], sd)
-                    b_mD[r, d] = T.cast(-b_dd[r, d], sd)
+                    b_dD[r, d] = T.cast(b_dd[r, d], dt)
+                    b_mD[r, d] = T.cast(-b_dd[r, d], dt)
                 gemm(b_mD, b_S, b_dw, transpose_B=True)
                 gemm(b_dO, b_S, b_dqg, transpose_B=True)
                 gemm(b_dO, b_D, b_da, transpose_B=True)
