@@ -14,7 +14,10 @@ The rule (documented in docs/tuning.md):
 4. In that entry, backends are tried winner first, then by time: the first that is available,
    supports the problem (a call needing gradients needs a backend with backward) and whose tuned
    config satisfies its constraints for this problem wins. If none fits, the first backend that can
-   run it with its default config.
+   run it with its default config. A training call matched to a forward-only class takes the
+   backend so chosen with its *default* config: a forward tuning says nothing of the backward's
+   tunables, and can hurt it (H200, S2: the forward's tuned ``segments: 4`` took forward+backward
+   from 14.4 to 23.7 ms, results/bench/bench_h200_run34).
 5. No results file for this device: the most preferred available backend with its default config,
    and one :class:`NoTunedResultsWarning` per process naming ``eda-tune tune``.
 
@@ -111,6 +114,8 @@ def plan(problem: Problem, backend: str | None = None,
     if res is not None:
         entry, dist = res.nearest(ShapeClass.of(problem))
     where = f"{res.source if res else '?'} [{entry.shape_class.key if entry else '-'}]"
+    # a forward-only tuning is not used for the config of a training call (rule 4)
+    forward_only = entry is not None and problem.training and not entry.shape_class.training
 
     if forced is not None:
         try:
@@ -123,7 +128,8 @@ def plan(problem: Problem, backend: str | None = None,
         if config is not None:
             return Choice(chosen, chosen.resolve_config(problem, config), f"{source_forced} + config=")
         tuned = entry.backends.get(forced) if entry is not None else None
-        if tuned is not None and tuned.usable and chosen.check_config(problem, tuned.config or {})[0]:
+        if (tuned is not None and tuned.usable and not forward_only
+                and chosen.check_config(problem, tuned.config or {})[0]):
             return Choice(chosen, Config.from_dict(tuned.config), f"{source_forced}, tuned config {where}")
         return Choice(chosen, chosen.default_config(problem), f"{source_forced}, default config")
 
@@ -142,13 +148,15 @@ def plan(problem: Problem, backend: str | None = None,
                 rejected.append(f"{name}: not installed")
                 continue
             ok, why = _usable(b, problem)
-            if ok:
+            if ok and not forward_only:
                 ok, why = b.check_config(problem, r.config or {})
             if ok:
-                chosen_cfg = Config.from_dict(r.config)
                 if config is not None:
                     return Choice(b, b.resolve_config(problem, config), f"tuned backend {where} + config=")
-                return Choice(b, chosen_cfg, f"tuned {where}, distance {dist:.2f}")
+                if forward_only:
+                    return Choice(b, b.default_config(problem),
+                                  f"tuned backend {where} (forward-only class), default config for training")
+                return Choice(b, Config.from_dict(r.config), f"tuned {where}, distance {dist:.2f}")
             rejected.append(f"{name}: {why}")
         log.info("no tuned config of %s fits %s (%s); using defaults", where, problem.key, "; ".join(rejected))
     found = candidates(problem)

@@ -188,6 +188,34 @@ def test_training_goes_to_a_backend_with_backward(tmp_path: Path, monkeypatch: p
         dispatch.select(p.replace(training=True))
 
 
+def test_training_call_on_a_forward_only_class_gets_the_default_config(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spy: SpyBackend) -> None:
+    p = _problem()
+    tuned = {"chunk_size": 32, "solver": "doubling"}  # not the spy's default (64, triangular)
+    _write(tmp_path / "user", (p, "spy", tuned, 0.1), (p, "torch", {"chunk_size": 16, "solver": "doubling"}, 0.5))
+    train = p.replace(training=True)
+    choice = dispatch.plan(train)
+    assert choice.backend is spy and choice.config.to_dict() == spy.default_config(train).to_dict()
+    assert "forward-only" in choice.source
+    assert dispatch.plan(p).config.to_dict() == tuned  # inference keeps the tuned config
+    # the bench's "[tuned]" rows time what a call gets: no tuned config for training here
+    from eda_tune.bench.runner import tuned_config
+    assert tuned_config("spy", p) == tuned and tuned_config("spy", train) is None
+    inputs = make_inputs(p, seed=3, requires_grad=True)
+    o, _ = chunk_eda(**inputs)
+    o.sum().backward()
+    assert spy.built == [(train.key, {"chunk_size": 64, "solver": "triangular"})]
+    # a forced backend on a training call: its default too, not the forward tuning
+    monkeypatch.setenv("EDA_TUNE_BACKEND", "spy")
+    dispatch.reset()
+    assert dispatch.plan(train).config.to_dict() == {"chunk_size": 64, "solver": "triangular"}
+    # a training class, once tuned, is used as tuned
+    monkeypatch.delenv("EDA_TUNE_BACKEND")
+    _write(tmp_path / "user", (train, "spy", {"chunk_size": 16, "solver": "doubling"}, 0.2))
+    dispatch.reset()
+    assert dispatch.plan(train).config.to_dict() == {"chunk_size": 16, "solver": "doubling"}
+
+
 def test_never_tunes_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
     from eda_tune.search import tuner
 

@@ -112,7 +112,8 @@ class Target:
 
 def tuned_config(backend: str, problem: Problem) -> dict[str, Any] | None:
     """The tuned config of ``backend`` for ``problem``'s shape class (else the nearest class) in
-    this device's results file, or None (no results module or file, no usable entry). Never raises."""
+    this device's results file, or None (no results module or file, no usable entry; a training
+    problem whose nearest class is forward-only, as the dispatcher gives it the default). Never raises."""
     try:
         from eda_tune import hardware
         from eda_tune import results as R
@@ -126,6 +127,8 @@ def tuned_config(backend: str, problem: Problem) -> dict[str, Any] | None:
         if entry is None or backend not in entry.backends or not entry.backends[backend].usable:
             entry, _ = found.nearest(cls)
         if entry is None or backend not in entry.backends or not entry.backends[backend].usable:
+            return None
+        if problem.training and not entry.shape_class.training:
             return None
         return dict(entry.backends[backend].config or {})
     except Exception as err:  # a broken or absent results file must not stop a benchmark
