@@ -378,6 +378,33 @@ def test_default_run_uses_cpu_shapes_and_user_results_dir(tmp_path: Path, capsys
     assert "(0 run now)" in capsys.readouterr().err
 
 
+def test_mode_tunes_training_classes_that_training_calls_are_dispatched_to(tmp_path: Path) -> None:
+    from eda_tune.commands.tune import with_mode
+
+    shapes = _shapes(tmp_path, TINY)
+    out = tmp_path / "user" / f"{SLUG}.yaml"  # this device's file, where the dispatcher looks
+    assert cli.main(["tune", "--backends", "torch", "--trials", "1", "--shapes", shapes, "--mode", "both",
+                     "--results", str(out), "--storage", f"sqlite:///{tmp_path / 's.db'}", *FAST]) == 0
+    res = R.load(out)
+    by_shape = {e.shape: e for e in res.entries.values()}
+    assert set(by_shape) == {"t1", "t1+bwd"}
+    assert not by_shape["t1"].shape_class.training and by_shape["t1+bwd"].shape_class.training
+    train = by_shape["t1+bwd"].backends["torch"]
+    assert train.time_ms is not None and train.time_ms > 0
+    # a training study checks gradients: its trials carry the gradients' errors
+    trial = _study(f"sqlite:///{tmp_path / 's.db'}", "torch", {**TINY, "training": True}).best_trial
+    assert "dq" in trial.user_attrs.get("errors", {})
+    # the dispatcher sends a training call to the training class, with its tuned config
+    p = Problem(**{k: v for k, v in TINY.items() if k != "name"}, device="cpu")
+    dispatch.reset()
+    choice = dispatch.plan(p.replace(training=True))
+    assert "_train" in choice.source and "forward-only" not in choice.source
+    assert choice.config.to_dict() == train.config
+    assert with_mode([("a", p)], None) == [("a", p)]
+    assert [(n, q.training) for n, q in with_mode([("a+bwd", p.replace(training=True))], "fwd")] == [("a", False)]
+    assert [(n, q.training) for n, q in with_mode([("a", p)], "fwd_bwd")] == [("a+bwd", True)]
+
+
 def test_show_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     res = R.new_results({"name": "NVIDIA H100 80GB HBM3", "slug": "h100-80gb-hbm3"})
     p = Problem(B=8, T=4096, H=16, K=128, V=128)

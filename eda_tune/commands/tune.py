@@ -29,6 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="YAML of shapes, or 'standard' (S1-S5, V1), 'cpu' (tiny) or 'grid' (one problem per "
                         "shape class: K = V in 64/128/256, bf16, every T and B*H bucket); default: standard "
                         "on a GPU, cpu on a CPU")
+    p.add_argument("--mode", choices=("fwd", "fwd_bwd", "both"), default=None,
+                   help="tune every shape for the forward (fwd), for training (fwd_bwd: forward+backward "
+                        "timed, gradients checked; the classes a training call is dispatched to), or both; "
+                        "default: as the shapes say (a shapes file's 'training: true'; the built-in sets are "
+                        "forward)")
     p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda if present, else cpu")
     p.add_argument("--trials", type=int, default=None,
                    help="evaluated trials per study, counting those already in the storage "
@@ -99,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             named = builtin_shapes("standard" if device == "cuda" else "cpu", device=device)
         shapes = [(s.name, s.problem.replace(device=device)) for s in named]
+    shapes = with_mode(shapes, args.mode)
     if args.backends:
         backends = [get_backend(n.strip()) for n in args.backends.split(",") if n.strip()]
         for b in backends:
@@ -186,6 +192,21 @@ def run(args: argparse.Namespace) -> int:
     dispatch.reset()
     _summary(outcomes, out_path)
     return 0
+
+
+def with_mode(shapes: list[tuple[str, Any]], mode: str | None) -> list[tuple[str, Any]]:
+    """``--mode``: the shapes as given (None), all forward, all training (named ``<name>+bwd``), or
+    each shape both ways (forward first)."""
+    if mode is None:
+        return shapes
+    out: list[tuple[str, Any]] = []
+    for name, problem in shapes:
+        base = name[:-4] if name.endswith("+bwd") else name
+        if mode in ("fwd", "both"):
+            out.append((base, problem.replace(training=False)))
+        if mode in ("fwd_bwd", "both"):
+            out.append((f"{base}+bwd", problem.replace(training=True)))
+    return out
 
 
 def class_grid(device: str, dtypes: tuple[str, ...] = ("bfloat16",)) -> list[tuple[str, Any]]:
