@@ -11,6 +11,7 @@
 #   TUNE_S   tune the triton backend on S1-S5 (TRIALS per study; resumable: the storage comes back
 #            in $OUT and is carried again as .tune/), merging into results/<slug>.yaml; REFRESH=1:
 #            no new trials, each study's best and the current default timed again (tune --refresh);
+#            TUNE_MODE fwd|fwd_bwd|both: tune --mode (training classes: fwd_bwd);
 #            TRIAL_TIMEOUT (default 60 s) kills a slower trial (torch_compile's max-autotune modes
 #            compile for longer);
 #   BENCH_S  bench ONLY (shapes of the standard set) for BENCH_BACKENDS, default and tuned configs,
@@ -86,7 +87,7 @@ if [ "${NCU_S:-0}" -gt 0 ]; then
 fi
 if [ "${TUNE_S:-150}" -gt 0 ]; then
   timeout "$TUNE_S" python3 -m eda_tune tune --shapes "${TUNE_SHAPES:-benchmarks/shapes_s1_s5.yaml}" --backends "${TUNE_BACKENDS:-triton}" \
-    --trials "${TRIALS:-6}" --budget $(( TUNE_S - 15 )) --trial-timeout "${TRIAL_TIMEOUT:-60}" ${REFRESH:+--refresh} \
+    --trials "${TRIALS:-6}" ${TUNE_MODE:+--mode "$TUNE_MODE"} --budget $(( TUNE_S - 15 )) --trial-timeout "${TRIAL_TIMEOUT:-60}" ${REFRESH:+--refresh} \
     --storage sqlite:///.tune/studies.db --results 'results/{slug}.yaml' >> "$LOG" 2>&1
   echo "tune: rc $?" | tee -a "$LOG"
   cp .tune/studies.db "$OUT/" 2>/dev/null; cp results/*.yaml "$OUT/res/" 2>/dev/null

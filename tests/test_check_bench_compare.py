@@ -492,3 +492,20 @@ def test_fla_baselines_on_gpu(baseline: str) -> None:
         for training in (False, True):
             row = check_target(target, p.replace(training=training), References())
             assert row["status"] == "pass", row
+
+
+def test_profile_kernels_splits_a_training_step() -> None:
+    """benchmarks/profile_kernels.py (run on the GPU machine) on CPU: rows per op, shares summing to 1."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "profile_kernels", Path(__file__).parents[1] / "benchmarks" / "profile_kernels.py")
+    assert spec is not None and spec.loader is not None
+    pk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pk)
+    problem = Problem(B=1, T=37, H=2, K=16, V=32, dtype="float32", training=True, device="cpu")
+    r = pk.profile_one(problem, "torch", {"chunk_size": 16}, iters=1)
+    assert r["config"] == {"chunk_size": 16} and r["kernel_ms_per_step"] > 0
+    assert len(r["kernels"]) > 3
+    assert abs(sum(k["share"] for k in r["kernels"]) - 1.0) < 1e-6
+    assert r["kernels"] == sorted(r["kernels"], key=lambda k: -k["ms"])
