@@ -306,28 +306,32 @@ def _backward(c: _Call, inputs: list[torch.Tensor | None], do: torch.Tensor | No
     qc, kc, ec, vc = (x.detach().contiguous() for x in packed)
     gc, bc, gmc = (x.detach().contiguous() for x in scalars)
     NC = qc.shape[0]
-    tun = Tunables(BT=C, BK=BK, BV=BV, threads=int(c.config["threads"]), num_stages=1)
-    kp = KernelProblem(K=Kp, V=Vp, dtype=dts, scale=1.0, initial_state=False)
+    # the kernels kernel_specs names for a training call (the lowering test walks the same specs)
+    specs = {kind: (kp, tun) for kind, kp, tun in
+             kernel_specs(c.problem.replace(K=K, V=V, dtype=dts, training=True), c.config)}
+
+    def kernel(kind: str) -> Any:
+        return compile_kernel(kind, *specs[kind], style, dev)
+
     # W, U, Aqk recomputed by the forward's intra-chunk kernel (q already scaled here)
     W = torch.empty(NC, n, H, Kp, dtype=dt, device=q.device)
     U = torch.empty(NC, n, H, Vp, dtype=dt, device=q.device)
     Aqk = torch.empty(NC, C, H, n, dtype=dt, device=q.device)
-    compile_kernel("intra", kp, tun, style, dev)(qc, kc, ec, vc, gc, bc, gmc, W, U, Aqk)
+    kernel("intra")(qc, kc, ec, vc, gc, bc, gmc, W, U, Aqk)
     G = torch.cat((gc, gc), dim=1)                                     # per row [NC, n, H]
     g_last = gc[:, -1]                                                 # [NC, H]
     Kd = (torch.cat((ec, kc), dim=1).float() * (g_last[:, None] - G).exp()[..., None]).to(dt).contiguous()
     Qg = (qc.float() * gc.exp()[..., None]).to(dt).contiguous()
     dec = g_last.exp().contiguous()
     hs = torch.empty(NC, H, Kp, Vp, dtype=dt, device=q.device)  # states in the storage dtype, as fla's h
-    compile_kernel("states", kp, tun, style, dev)(W, U, Kd, dec, offsets, _pad_state(h0, N, H, Kp, Vp, q.device), hs)
+    kernel("states")(W, U, Kd, dec, offsets, _pad_state(h0, N, H, Kp, Vp, q.device), hs)
     if do is None:
         do = torch.zeros(B, T, H, V, dtype=v.dtype, device=q.device)
     dov = torch.nn.functional.pad(do.to(dt), (0, Vp - V)) if Vp != V else do.to(dt)
     (doc,), _, _, _ = _pack([dov], [], B, T, C, c.seqlens)
     dhs = torch.empty_like(hs)
     dh0 = torch.empty(N, H, Kp, Vp, dtype=torch.float32, device=q.device)
-    compile_kernel("dstates", kp, tun, style, dev)(W, Kd, Qg, Aqk, dec, doc, offsets,
-                                                   _pad_state(dht, N, H, Kp, Vp, q.device), dhs, dh0)
+    kernel("dstates")(W, Kd, Qg, Aqk, dec, doc, offsets, _pad_state(dht, N, H, Kp, Vp, q.device), dhs, dh0)
     # the per-chunk gradients of W, U, Qg, Aqk, Kd and the decay, every chunk in parallel
     f32 = torch.float32
     dWk, dKdk = (torch.empty(NC, n, H, Kp, dtype=f32, device=q.device) for _ in range(2))
@@ -335,12 +339,12 @@ def _backward(c: _Call, inputs: list[torch.Tensor | None], do: torch.Tensor | No
     dQgk = torch.empty(NC, C, H, Kp, dtype=f32, device=q.device)
     dAqkk = torch.empty(NC, C, H, n, dtype=f32, device=q.device)
     ddec = torch.empty(NC, H, dtype=f32, device=q.device)
-    compile_kernel("chunk_grads", kp, tun, style, dev)(hs, dhs, W, U, Kd, Aqk, doc, dWk, dUk, dQgk, dAqkk, dKdk, ddec)
+    kernel("chunk_grads")(hs, dhs, W, U, Kd, Aqk, doc, dWk, dUk, dQgk, dAqkk, dKdk, ddec)
     # the intra-chunk backward kernel: to the packed inputs, then autograd through the packing
     dq_, dk_, de_ = (torch.empty(NC, C, H, Kp, dtype=f32, device=q.device) for _ in range(3))
     dv_ = torch.empty(NC, C, H, Vp, dtype=f32, device=q.device)
     dg_, db_, dgm_ = (torch.empty(NC, C, H, dtype=f32, device=q.device) for _ in range(3))
-    compile_kernel("intra_bwd", kp, tun, style, dev)(
+    kernel("intra_bwd")(
         qc, kc, ec, vc, gc, bc, gmc, dWk, dUk, dQgk, dAqkk, dKdk, ddec, dq_, dk_, de_, dv_, dg_, db_, dgm_)
     want = [x for x in leaves if x is not None]
     # without g its zeros are constants (no graph): left out
