@@ -21,7 +21,7 @@ def test_backends_command_lists_every_backend_with_a_reason(capsys: pytest.Captu
     assert main(["backends", "--format", "json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["torch"]["available"] is True and rows["torch"]["backward"] is True
-    assert rows["tilelang"]["backward"] is True  # its scans in TileLang, the rest in PyTorch
+    assert rows["tilelang"]["backward"] is True  # TileLang kernels; packing and its autograd in PyTorch
     for r in rows.values():
         assert r["available"] or r["reason"], r
 

@@ -565,7 +565,7 @@ def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gp
 
 
 # ---------------------------------------------------------------------------------------------
-# Backward: the two sequential scans (the chunk-parallel parts run in PyTorch, see backend.py)
+# Backward: two sequential scans, the per-chunk gradients and the intra-chunk backward (backend.py)
 # ---------------------------------------------------------------------------------------------
 
 def states_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: int) -> int:
@@ -580,8 +580,9 @@ def dstates_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: int) 
 
 def states_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
     """The state entering every chunk, Hs [NC, H, K, V] in the storage dtype (as the products use
-    it), from W, U, Kd [NC, n, H, .] and the chunk decay Dec [NC, H]: S_0 = H0, S_{j+1} = Dec_j S_j + Kd_j^T (U_j - W_j S_j). Rows in any
-    order shared by W, U and Kd (the backward passes PyTorch's interleaved order)."""
+    it), from W, U, Kd [NC, n, H, .] and the chunk decay Dec [NC, H]: S_0 = H0,
+    S_{j+1} = Dec_j S_j + Kd_j^T (U_j - W_j S_j). Rows in any order shared by W, U and Kd (the
+    backward passes the intra kernel's erase-first order)."""
     T, sty, gemm = _begin(problem, tun, style)
     K, V, dt = problem.K, problem.V, problem.dtype
     C, BV = tun.BT, tun.BV
