@@ -2,7 +2,7 @@
 from the cubin (the cuobjdump bundled with triton): a check that a kernel change compiles for
 Hopper, and what it does to register pressure, on a machine with no GPU.
 
-    python3 benchmarks/compile_probe.py      # the backward grad/intra kernels, fp32 and 16-bit scratch
+    python3 benchmarks/compile_probe.py      # the backward grad/intra/fused kernels, fp32 and 16-bit scratch
 """
 import os
 import subprocess
@@ -51,6 +51,9 @@ def run(scratch):
     ci = dict(common, BK=64, LOG2N=5)
     probe(cb.eda_bwd_intra_kernel, t, ci, f"intra scratch={scratch}")
     probe(cb.eda_bwd_intra2_kernel, t, dict(common, BK=64, LOG2N=4), f"intra2 scratch={scratch}")
+    t.update({"NBH": "i32"})
+    cf = dict(common, BKG=128, BVG=32, BK=64, BV=64, LOG2N=5)
+    probe(cb.eda_bwd_fused_kernel, t, cf, f"fused scratch={scratch}")
 
 if __name__ == "__main__":
     for scratch in ("fp32", "half"):

@@ -10,8 +10,8 @@ stage 3 - stage 2), for the default config and a few neighbours. Writes $OUT/bwd
 every step; stage 1 is the recompute, 2 - 1 the recurrence, 3 - 2 the intra-chunk part.
 Without CUDA (TRITON_INTERPRET=1) only the checks run, at smaller shapes. ``BWD_TAGS`` (a comma
 list of the timing tags below) times only those; ``BWD_SHAPES`` (default S1) at these standard
-shapes, each variant over the backend's default config for the shape; ``BWD_CHECKS=0`` skips
-the checks.
+shapes, each variant over the backend's default config for the shape (``tag@S4@S5``: that tag
+only at S4 and S5); ``BWD_CHECKS=0`` skips the checks.
 """
 
 from __future__ import annotations
@@ -130,7 +130,8 @@ def main() -> None:
     }
     base = TritonParams() if CUDA else TritonParams(BT=16, BK=32, BV=16)
     for name, problem in (checks.items() if os.environ.get("BWD_CHECKS", "1") != "0" else ()):
-        for kw in ({}, {"bwd_rec": "fused"}, {"bwd_intra": "triton2"}, {"bwd_scratch": "half"}):
+        for kw in ({}, {"bwd_rec": "fused"}, {"bwd_intra": "triton2"}, {"bwd_scratch": "half"},
+                   {"bwd_intra": "fused"}, {"bwd_intra": "fused", "fused_per_sm": 1}):
             if kw.get("bwd_scratch") == "half" and problem.dtype == "float32":
                 continue  # 16-bit scratch is for 16-bit inputs
             guarded(check, name, problem, replace(base, **kw))
@@ -152,17 +153,30 @@ def main() -> None:
                 "intra_s3": {"stages_intra": 3}, "intra_bk32": {"bk_intra": 32}, "intra_bk128": {"bk_intra": 128},
                 "grad_bv32_s1_half": {"bv_grad": 32, "stages_grad": 1, "bwd_scratch": "half"},
                 "grad_bv16_s3": {"bv_grad": 16, "stages_grad": 3}, "grad_bv64_s1": {"bv_grad": 64, "stages_grad": 1},
-                "grad_bv64_s3": {"bv_grad": 64, "stages_grad": 3}}
-    tags = [t for t in os.environ.get("BWD_TAGS", "").split(",") if t] or list(variants)
-    unknown = sorted(set(tags) - set(variants))
+                "grad_bv64_s3": {"bv_grad": 64, "stages_grad": 3},
+                # grad and intra kernels in one persistent kernel (bwd_intra: fused): programs per
+                # SM, 16-bit scratch, its pipelining stages (stages_grad) and grad V tile
+                "bwdfuse": {"bwd_intra": "fused"}, "bwdfuse_ps1": {"bwd_intra": "fused", "fused_per_sm": 1},
+                "bwdfuse_ps4": {"bwd_intra": "fused", "fused_per_sm": 4},
+                "bwdfuse_half": {"bwd_intra": "fused", "bwd_scratch": "half"},
+                "bwdfuse_s2": {"bwd_intra": "fused", "stages_grad": 2},
+                "bwdfuse_s1": {"bwd_intra": "fused", "stages_grad": 1},
+                "bwdfuse_bvg64": {"bwd_intra": "fused", "bv_grad": 64}}
+    # a tag runs at every BWD_SHAPES shape, or only at the shapes named after it: "bwdfuse@S4@S5"
+    shapes = [x for x in os.environ.get("BWD_SHAPES", "S1").split(",") if x]
+    runs = []
+    for item in (t for t in os.environ.get("BWD_TAGS", "").split(",") if t):
+        tag, *at = item.split("@")
+        runs += [(tag, shape) for shape in (at or shapes)]
+    runs = runs or [(tag, shape) for shape in shapes for tag in variants]
+    unknown = sorted({t for t, _ in runs} - set(variants))
     if unknown:
         raise SystemExit(f"BWD_TAGS: unknown {unknown}; known: {', '.join(variants)}")
-    shapes = [x for x in os.environ.get("BWD_SHAPES", "S1").split(",") if x]
-    if set(shapes) - set(SHAPES):
-        raise SystemExit(f"BWD_SHAPES: unknown {sorted(set(shapes) - set(SHAPES))}; known: {', '.join(SHAPES)}")
-    for shape in shapes:
-        for tag in tags:  # each variant over the backend's default config for the shape
-            guarded(timing, variants[tag], tag, shape)
+    bad = sorted({s for _, s in runs} - set(SHAPES))
+    if bad:
+        raise SystemExit(f"BWD_SHAPES / BWD_TAGS: unknown shapes {bad}; known: {', '.join(SHAPES)}")
+    for tag, shape in runs:  # each variant over the backend's default config for the shape
+        guarded(timing, variants[tag], tag, shape)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,14 @@ reference, forward and backward (CPU: Triton's interpreter; GPU-marked tests at 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import pytest
 import torch
 
-from eda_tune.checking import make_inputs, rel_error, upcast
+from eda_tune.checking import GRAD_TOL, make_inputs, rel_error, upcast
 from eda_tune.problem import Problem
 from eda_tune.reference import naive_recurrent_eda
 
@@ -156,6 +157,18 @@ def test_gpu_fp32_ieee_varlen_k256() -> None:
            tol=1e-4)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("per_sm,scratch", [(1, "fp32"), (2, "fp32"), (2, "half")])
+def test_gpu_fused_backward(per_sm: int, scratch: str) -> None:
+    """The fused backward on the GPU with far more chunks than programs (every program reuses its
+    scratch slot many times, concurrently with the other programs)."""
+    problem = Problem(B=2, T=2000, H=4, K=128, V=128, dtype="bfloat16", initial_state=True,
+                      final_state=True, training=True, device="cuda")
+    _check(problem, TritonParams(bwd_intra="fused", fused_per_sm=per_sm, bwd_scratch=scratch), seed=8,
+           grads=True, tol=2e-2)
+
+
 # bwd_intra=triton2: the two-block intra-chunk backward (chunk_bwd.eda_bwd_intra2_kernel)
 TRITON2_CASES = {
     # odd T, K != V (two V tiles), gate, initial and final state
@@ -208,6 +221,37 @@ def test_backward_triton2(case: str) -> None:
     if problem.dtype == "float32":
         bad = {n: x for n, x in res.errors.items() if not x <= 1e-5}
         assert not bad, f"{case}: errors over 1e-5: {bad}"
+
+
+# bwd_intra=fused: the grad and intra kernels as one persistent kernel with one scratch slot per
+# program (chunk_bwd.eda_bwd_fused_kernel). On CPU it runs 4 * fused_per_sm programs, so with
+# fused_per_sm 1 every program walks several chunks and reuses its slot.
+FUSED_CASES = {name: (problem, dataclasses.replace(params, bwd_intra="fused", fused_per_sm=per_sm))
+               for name, (problem, params) in TRITON2_CASES.items() for per_sm in (1, 64)
+               if per_sm == 1 or name == "odd-T-KneV-bt16"}
+FUSED_CASES = {f"{n}-{p.fused_per_sm}": (pr, p) for n, (pr, p) in FUSED_CASES.items()}
+FUSED_CASES["bf16-half-scratch-1"] = (
+    Problem(B=2, T=70, H=2, K=32, V=48, dtype="bfloat16", initial_state=True, final_state=True,
+            training=True, device=DEVICE),
+    TritonParams(BT=16, BK=32, BV=16, bwd_intra="fused", bwd_scratch="half", fused_per_sm=1))
+
+
+@pytest.mark.parametrize("case", list(FUSED_CASES))
+def test_backward_fused(case: str) -> None:
+    """The fused backward gives every gradient of the float64 recurrence (float32 within 1e-5),
+    whether each program handles one chunk or several in turn."""
+    problem, params = FUSED_CASES[case]
+    tol = 1e-5 if problem.dtype == "float32" else GRAD_TOL[problem.dtype]
+    _check(problem, params, seed=23, grads=True, tol=tol)
+
+
+def test_fused_reuses_slots() -> None:
+    """With fused_per_sm 1 the CPU run has 4 programs: fewer slots than chunks, so the slots are
+    reused (the case the barriers are for) and the scratch is that small."""
+    from kernel_variants.triton.chunk import _fused_programs
+
+    assert _fused_programs(torch.device("cpu"), 2 * 2 * 3, 1) == 4
+    assert _fused_programs(torch.device("cpu"), 3, 64) == 3
 
 
 # segments > 1 (kernel_variants/triton/segmented.py): each sequence cut into pieces run in

@@ -9,6 +9,9 @@ Backward (``bwd_intra``):
   kernel (``chunk_bwd.eda_bwd_intra_kernel``) gives dq, dk, dv, de, dg, dbeta, dgamma.
 - ``triton2``: the same, with ``chunk_bwd.eda_bwd_intra2_kernel`` for the intra-chunk part (two
   BT-row blocks and inverse by squaring of the diagonal blocks, as the forward W/U kernel).
+- ``fused``: as ``triton``, with the per-chunk gradient kernel and the intra-chunk kernel in one
+  persistent kernel (``chunk_bwd.eda_bwd_fused_kernel``): the per-chunk gradients between them
+  live in one scratch slot per program instead of one per chunk.
 - ``torch``: the intra-chunk quantities (W, U, Qg, Aqk, Kd, chunk decay) are recomputed in
   PyTorch (batched over all chunks) with autograd; the recurrence's backward is the same Triton
   kernel; autograd of the recompute maps its gradients to the inputs'.
@@ -34,6 +37,7 @@ from kernel_variants.torch_chunk.chunk import chunk_layout
 from kernel_variants.torch_chunk.chunk import intra as torch_intra
 from kernel_variants.triton.chunk_bwd import (
     eda_bwd_dh_kernel,
+    eda_bwd_fused_kernel,
     eda_bwd_grad_kernel,
     eda_bwd_h_kernel,
     eda_bwd_intra2_kernel,
@@ -84,6 +88,8 @@ class TritonParams:
     bv_intra: int = 0
     warps_intra: int = 0
     stages_intra: int = 0
+    # programs per SM of the persistent fused backward kernel (bwd_intra: fused)
+    fused_per_sm: int = 2
 
     @classmethod
     def from_config(cls, config: Any) -> TritonParams:
@@ -284,7 +290,7 @@ def chunk_eda_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
                   seqlens: tuple[int, ...] | None, do: torch.Tensor, dht: torch.Tensor | None,
                   p: TritonParams) -> tuple[torch.Tensor | None, ...]:
     """Gradients (dq, dk, dv, de, dg, dbeta, dgamma, dh0) given do [B, T, H, V] and dht."""
-    if p.bwd_intra in ("triton", "triton2"):
+    if p.bwd_intra in ("triton", "triton2", "fused"):
         return chunk_eda_bwd_triton(q, k, v, e, g, beta, gamma, scale, h0, cu_seqlens, seqlens, do,
                                     dht, p)
     B, T, H, K = q.shape
@@ -447,6 +453,15 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, num_warps=_override(p.warps_grad, p.warps_bwd),
             num_stages=ns)
 
+    if p.bwd_intra == "fused":
+        if p.bwd_rec != "split":
+            raise ValueError("bwd_intra 'fused' needs bwd_rec 'split' (the search space excludes the pair)")
+        bufs["dh"] = torch.empty(B, H, NCT, K, V, dtype=sdt, device=q.device)
+        _with_fallback(launch_dh, _override(p.bv_dh, BV, V), _override(p.stages_dh, p.num_stages))
+        if stages <= 2:
+            return (None,) * 8
+        return _bwd_fused(q, k, v, e, g, beta, gamma, scale, h0, cu_seqlens, varlen, h, bufs["dh"],
+                          w, u, do, dh0, ci, NCT, gdt, p)
     if p.bwd_rec == "split":
         # sequential dS only (stored per chunk), then every other gradient per chunk in parallel
         bufs.update(dh=torch.empty(B, H, NCT, K, V, dtype=sdt, device=q.device),
@@ -485,6 +500,54 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=_override(p.warps_intra, p.warps_bwd), num_stages=ns)
 
     _with_fallback(launch_intra, _override(p.bv_intra, BV, V), _override(p.stages_intra, p.num_stages))
+    return dq, dk, dv, de, dg, dbeta, dgamma, (dh0.to(h0.dtype) if h0 is not None else None)
+
+
+def _fused_programs(device: torch.device, work: int, per_sm: int) -> int:
+    """Programs of the persistent fused backward kernel: ``per_sm`` per multiprocessor (two
+    blocks of 4 warps at 255 registers fit one SM), never more than there are chunks."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+    return max(1, min(work, per_sm * sms))
+
+
+def _bwd_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
+               g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, scale: float,
+               h0: torch.Tensor | None, cu_seqlens: torch.Tensor | None, varlen: bool, h: torch.Tensor,
+               dh: torch.Tensor, w: torch.Tensor, u: torch.Tensor, do: torch.Tensor,
+               dh0: torch.Tensor, ci: torch.Tensor | None, NCT: int, gdt: torch.dtype,
+               p: TritonParams) -> tuple[torch.Tensor | None, ...]:
+    """``bwd_intra: fused``: the grad and intra kernels as one persistent kernel whose per-chunk
+    gradients live in one scratch slot per program (chunk_bwd.eda_bwd_fused_kernel)."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    BT = p.BT
+    NR = 2 * BT
+    nprog = _fused_programs(q.device, NCT * B * H, p.fused_per_sm)
+    dev = q.device
+    dU = torch.empty(nprog, NR, V, dtype=gdt, device=dev)
+    dW = torch.empty(nprog, NR, K, dtype=gdt, device=dev)
+    dKd = torch.empty(nprog, NR, K, dtype=gdt, device=dev)
+    dQg = torch.empty(nprog, BT, K, dtype=gdt, device=dev)
+    dA = torch.empty(nprog, BT, NR, dtype=gdt, device=dev)
+    ddec = torch.empty(B, H, NCT, dtype=torch.float32, device=dev)
+    dq, dk, de, dv = (torch.empty_like(x) for x in (q, k, e, v))
+    dbeta, dgamma = torch.empty_like(beta), torch.empty_like(gamma)
+    dg = torch.empty_like(g) if g is not None else None
+    use_g = g is not None
+    dummy = beta
+    BK, BV = _fit(p.BK, K), _fit(p.BV, V)
+    bvg = _override(p.bv_grad, BV, V)
+
+    def launch(bv: int, ns: int) -> None:
+        eda_bwd_fused_kernel[(nprog,)](
+            h, dh, w, u, do, q, k, e, v, g if use_g else dummy, beta, gamma, dU, dW, dQg, dA, dKd,
+            ddec, dq, dk, de, dv, dg if dg is not None else dummy, dbeta, dgamma, cu_seqlens, ci,
+            scale, T, NCT, B * H, H=H, K=K, V=V, BT=BT, BKG=_pad_k(K), BVG=min(bvg, bv),
+            BK=_override(p.bk_intra, BK, K), BV=bv, LOG2N=int(math.log2(NR)), USE_G=use_g,
+            IS_VARLEN=varlen, PREC=p.precision, DT=_dot_dtype(q.dtype),
+            num_warps=_override(p.warps_intra, p.warps_bwd), num_stages=ns)
+
+    _with_fallback(launch, _override(p.bv_intra, BV, V), _override(p.stages_grad, p.num_stages))
     return dq, dk, dv, de, dg, dbeta, dgamma, (dh0.to(h0.dtype) if h0 is not None else None)
 
 

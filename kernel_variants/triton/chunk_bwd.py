@@ -224,6 +224,20 @@ def eda_bwd_grad_kernel(
     Delta = U - W S, dDelta = Aqk^T dO + Kd dS (= dU), dW = -dDelta S^T, dQg = dO S^T,
     dAqk = dO Delta^T, dKd = Delta dS^T, ddec = <S, dS>."""
     i_tg, i_bh = tl.program_id(0), tl.program_id(1)
+    sc = i_bh.to(tl.int64) * NCT + i_tg
+    _grad_chunk(h, dh, w, u, do, du, dw, dqg, daqk, dkd, ddec, q, k, e, g, scale, cu_seqlens,
+                chunk_indices, T, NCT, i_tg, i_bh, sc, H, K, V, BT, BK, BV, IS_VARLEN, PREC, DT, USE_G)
+
+
+@triton.jit
+def _grad_chunk(
+    h, dh, w, u, do, du, dw, dqg, daqk, dkd, ddec, q, k, e, g, scale, cu_seqlens, chunk_indices,
+    T, NCT, i_tg, i_bh, ss, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+    DT: tl.constexpr, USE_G: tl.constexpr,
+):
+    """The grad kernel's work on chunk ``i_tg`` of sequence-head ``i_bh``; the per-chunk gradients
+    (dU, dW, dKd, dQg, dAqk) go to scratch slot ``ss`` (the chunk's own index when unfused)."""
     i_b, i_h = i_bh // H, i_bh % H
     i_t, bos, L = _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
     sc = i_bh.to(tl.int64) * NCT + i_tg
@@ -256,17 +270,17 @@ def eda_bwd_grad_kernel(
         b_dSd = b_dS.to(DT)
         b_d = (b_u - tl.dot(b_w, b_Sd, input_precision=PREC)).to(DT)
         b_dd = tl.dot(tl.trans(b_a), b_do, input_precision=PREC) + tl.dot(b_kd, b_dSd, input_precision=PREC)
-        tl.store(du + p_rv, b_dd, mask=m_v[None, :])
+        tl.store(du + (ss * NR + o_r)[:, None] * V + o_v[None, :], b_dd, mask=m_v[None, :])
         b_ddd = b_dd.to(DT)
         b_dw -= tl.dot(b_ddd, tl.trans(b_Sd), input_precision=PREC)
         b_dqg += tl.dot(b_do, tl.trans(b_Sd), input_precision=PREC)
         b_da += tl.dot(b_do, tl.trans(b_d), input_precision=PREC)
         b_dkd += tl.dot(b_d, tl.trans(b_dSd), input_precision=PREC)
         b_ddec += tl.sum(b_S.to(tl.float32) * b_dS.to(tl.float32), axis=1)
-    tl.store(dw + (sc * NR + o_r)[:, None] * K + o_k[None, :], b_dw, mask=m_k[None, :])
-    tl.store(dkd + (sc * NR + o_r)[:, None] * K + o_k[None, :], b_dkd, mask=m_k[None, :])
-    tl.store(dqg + (sc * BT + o_t)[:, None] * K + o_k[None, :], b_dqg, mask=m_k[None, :])
-    tl.store(daqk + (sc * BT + o_t)[:, None] * NR + o_r[None, :], b_da)
+    tl.store(dw + (ss * NR + o_r)[:, None] * K + o_k[None, :], b_dw, mask=m_k[None, :])
+    tl.store(dkd + (ss * NR + o_r)[:, None] * K + o_k[None, :], b_dkd, mask=m_k[None, :])
+    tl.store(dqg + (ss * BT + o_t)[:, None] * K + o_k[None, :], b_dqg, mask=m_k[None, :])
+    tl.store(daqk + (ss * BT + o_t)[:, None] * NR + o_r[None, :], b_da)
     tl.store(ddec + sc, tl.sum(b_ddec, axis=0))
 
 
@@ -286,6 +300,22 @@ def eda_bwd_intra_kernel(
     cumulative sum is undone by a reverse cumulative sum).
     """
     i_tg, i_bh = tl.program_id(0), tl.program_id(1)
+    sc = i_bh.to(tl.int64) * NCT + i_tg
+    _intra_chunk(q, k, e, v, g, beta, gamma, dw, du, dqg, daqk, dkd, ddec,
+                 dq, dk, de, dv, dg, dbeta, dgamma, cu_seqlens, chunk_indices, scale, T, NCT,
+                 i_tg, i_bh, sc, H, K, V, BT, BK, BV, LOG2N, USE_G, IS_VARLEN, PREC, DT)
+
+
+@triton.jit
+def _intra_chunk(
+    q, k, e, v, g, beta, gamma, dw, du, dqg, daqk, dkd, ddec,
+    dq, dk, de, dv, dg, dbeta, dgamma, cu_seqlens, chunk_indices, scale, T, NCT, i_tg, i_bh, ss,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, LOG2N: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr,
+    PREC: tl.constexpr, DT: tl.constexpr,
+):
+    """The intra kernel's work on chunk ``i_tg`` of sequence-head ``i_bh``, reading the per-chunk
+    gradients from scratch slot ``ss``."""
     i_b, i_h = i_bh // H, i_bh % H
     i_t, bos, L = _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
     sc = i_bh.to(tl.int64) * NCT + i_tg
@@ -319,7 +349,7 @@ def eda_bwd_intra_kernel(
         b_egq = tl.full([BT], 1., tl.float32)
         b_dGn = tl.sum(tl.zeros([2], dtype=tl.float32), axis=0)
     b_bg = b_b * b_eG
-    p_rows = (sc * NR + o_r)[:, None]
+    p_rows = (ss * NR + o_r)[:, None]
 
     # pass 1: kappa kappa^T, q kappa^T and dTm
     b_KK = tl.zeros([NR, NR], dtype=tl.float32)
@@ -359,7 +389,7 @@ def eda_bwd_intra_kernel(
     b_dKK = b_dA * b_b[:, None] * b_D
     b_dKKs = b_dKK + tl.trans(b_dKK)
 
-    b_dA_qk = tl.load(daqk + (sc * BT + o_t)[:, None] * NR + o_r[None, :]).to(tl.float32)
+    b_dA_qk = tl.load(daqk + (ss * BT + o_t)[:, None] * NR + o_r[None, :]).to(tl.float32)
     b_dA_qk = tl.where(m_Q, b_dA_qk, 0.)
     b_Aqk = b_QK * scale * b_Dq
     b_Pq = b_dA_qk * b_Aqk
@@ -382,7 +412,7 @@ def eda_bwd_intra_kernel(
         b_dkap += tl.dot(b_dKKs, b_kap, input_precision=PREC)
         b_dkap += tl.dot(tl.trans(b_E), b_q, input_precision=PREC)
         b_dq = tl.dot(b_E, b_kap, input_precision=PREC)
-        b_dqg = tl.load(dqg + (sc * BT + o_t)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.).to(tl.float32)
+        b_dqg = tl.load(dqg + (ss * BT + o_t)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.).to(tl.float32)
         b_dq += b_dqg * (scale * b_egq)[:, None]
         b_dgq += tl.sum(b_dqg * b_q, axis=1) * scale * b_egq
         b_dkd = tl.load(dkd + p_rows * K + o_k[None, :], mask=m_k[None, :], other=0.).to(tl.float32)
@@ -423,6 +453,38 @@ def eda_bwd_intra_kernel(
         # g -> cumulative gc inside the chunk: dg_t = sum_{t' >= t} dgc_t'
         b_dg = tl.sum(b_dgc, axis=0) - tl.cumsum(b_dgc, axis=0) + b_dgc
         tl.store(dg + tokq * H + i_h, b_dg.to(dg.dtype.element_ty), mask=m_t)
+
+
+@triton.jit
+def eda_bwd_fused_kernel(
+    h, dh, w, u, do, q, k, e, v, g, beta, gamma, du, dw, dqg, daqk, dkd, ddec,
+    dq, dk, de, dv, dg, dbeta, dgamma, cu_seqlens, chunk_indices, scale, T, NCT, NBH,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKG: tl.constexpr,
+    BVG: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, LOG2N: tl.constexpr,
+    USE_G: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr, DT: tl.constexpr,
+):
+    """The grad and intra kernels in one persistent kernel (config ``bwd_intra: fused``).
+
+    Each program walks the chunks ``pid, pid + nprog, ...`` (chunk-major within a head) and, per
+    chunk, does the grad kernel's work into its own scratch slot ``pid`` and then the intra
+    kernel's work from it. The per-chunk gradients (dU, dW, dKd, dQg, dAqk) so live in
+    ``nprog`` slots instead of one per chunk (at S1 about 30 MB instead of 1.9 GB), and are
+    read back by the program that wrote them, mostly from L2. The barriers order the slot's
+    writes before its reads within the block (global stores are visible to the block after
+    ``bar.sync``), and the next chunk's writes after the last reads."""
+    pid = tl.program_id(0)
+    ss = pid.to(tl.int64)
+    for i_w in range(pid, NCT * NBH, tl.num_programs(0)):
+        i_tg = i_w % NCT
+        i_bh = i_w // NCT
+        _grad_chunk(h, dh, w, u, do, du, dw, dqg, daqk, dkd, ddec, q, k, e, g, scale, cu_seqlens,
+                    chunk_indices, T, NCT, i_tg, i_bh, ss, H, K, V, BT, BKG, BVG, IS_VARLEN, PREC,
+                    DT, USE_G)
+        tl.debug_barrier()
+        _intra_chunk(q, k, e, v, g, beta, gamma, dw, du, dqg, daqk, dkd, ddec,
+                     dq, dk, de, dv, dg, dbeta, dgamma, cu_seqlens, chunk_indices, scale, T, NCT,
+                     i_tg, i_bh, ss, H, K, V, BT, BK, BV, LOG2N, USE_G, IS_VARLEN, PREC, DT)
+        tl.debug_barrier()
 
 
 @triton.jit
