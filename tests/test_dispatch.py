@@ -216,6 +216,25 @@ def test_training_call_on_a_forward_only_class_gets_the_default_config(
     assert dispatch.plan(train).config.to_dict() == {"chunk_size": 16, "solver": "doubling"}
 
 
+def test_bench_checks_the_gradients_of_the_config_it_times(tmp_path: Path, spy: SpyBackend) -> None:
+    """The bench checks gradients at a smaller problem; it must check the config the full-size
+    training problem gets (its own class's tuned config), not the one of the small problem's class."""
+    from eda_tune.bench.runner import BenchOptions, References, backend_targets, bench_target, check_problem
+
+    big = _problem(T=2048, H=4, training=True)
+    small = check_problem(big, max_t=40)  # another class: T and B*H in lower buckets
+    tuned = {"chunk_size": 16, "solver": "doubling"}
+    _write(tmp_path / "user", (big, "spy", tuned, 0.1),
+           (small, "spy", {"chunk_size": 32, "solver": "triangular"}, 0.1))
+    targets, _ = backend_targets(["spy"], with_tuned=True, with_baselines=False)
+    target = next(t for t in targets if t.variant == "tuned")
+    row = bench_target(target, big, References(), BenchOptions(check_max_t=40, measure_ceilings=False), {})
+    assert row["status"] == "ok", row
+    assert row["check"]["bwd"]["status"] == "pass" and row["check"]["bwd"]["problem"] == small.key
+    assert (small.key, tuned) in spy.built and (big.key, tuned) in spy.built
+    assert (small.key, {"chunk_size": 32, "solver": "triangular"}) not in spy.built
+
+
 def test_never_tunes_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
     from eda_tune.search import tuner
 

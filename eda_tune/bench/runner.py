@@ -13,7 +13,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -60,6 +60,9 @@ class Target:
     tuned: Mapping[str, Any] | None = None  # tuned configs by problem key (filled lazily)
     tuned_source: str = ""
     baseline: FlaBaseline | None = None
+    # a config that overrides the lookup (the bench checks gradients at a smaller problem with the
+    # config the full-size problem gets, which may belong to another shape class)
+    pinned: Mapping[str, Any] | None = None
 
     @property
     def is_baseline(self) -> bool:
@@ -85,6 +88,8 @@ class Target:
 
         b = get_backend(self.name)
         wanted: Mapping[str, Any] | None = None
+        if self.pinned is not None:
+            return b.resolve_config(problem, self.pinned).to_dict()
         if self.variant == "tuned":
             wanted = tuned_config(self.name, problem)
             if wanted is None:
@@ -195,7 +200,7 @@ class References:
 
     def __init__(self) -> None:
         self._cache: dict[tuple[str, int, bool, bool], dict[str, torch.Tensor | None]] = {}
-        self.checked: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self.checked: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def get(self, problem: Problem, seed: int, grads: bool, gamma_zero: bool) -> dict[str, torch.Tensor | None]:
         key = (problem.key, seed, grads, gamma_zero)
@@ -244,7 +249,8 @@ def _sync(device: str) -> None:
 def check_target(target: Target, problem: Problem, refs: References, seed: int = 0) -> dict[str, Any]:
     """Check one target at one problem (``problem.training`` says whether gradients are compared).
     Returns a row: status pass/fail/error/skip, errors, tolerances, reason, config, seconds."""
-    key = (target.label, problem.key, seed)
+    pinned = tuple(sorted((k, str(v)) for k, v in target.pinned.items())) if target.pinned else None
+    key = (target.label, problem.key, seed, pinned)
     if key not in refs.checked:
         refs.checked[key] = _check_target(target, problem, refs, seed)
     return dict(refs.checked[key])
@@ -431,7 +437,9 @@ def bench_target(target: Target, problem: Problem, refs: References, opts: Bench
         checks = {"fwd": _brief(check, fwd_problem)}
         if problem.training and check["status"] == "pass":
             small = check_problem(problem, max_t=opts.check_max_t)
-            check = check_target(target, small, refs, opts.seed)
+            # the gradients of the config that is timed, not of the one the small problem would get
+            timed = None if target.is_baseline else target.config_for(problem)
+            check = check_target(replace(target, pinned=timed), small, refs, opts.seed)
             checks["bwd"] = _brief(check, small)
         row["check"] = checks
         row["config"] = check.get("config")
