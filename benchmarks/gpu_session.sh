@@ -87,7 +87,7 @@ if [ "${NCU_S:-0}" -gt 0 ]; then
 fi
 if [ "${TUNE_S:-150}" -gt 0 ]; then
   timeout "$TUNE_S" python3 -m eda_tune tune --shapes "${TUNE_SHAPES:-benchmarks/shapes_s1_s5.yaml}" --backends "${TUNE_BACKENDS:-triton}" \
-    --trials "${TRIALS:-6}" ${TUNE_MODE:+--mode "$TUNE_MODE"} --budget $(( TUNE_S - 15 )) --trial-timeout "${TRIAL_TIMEOUT:-60}" ${REFRESH:+--refresh} \
+    --trials "${TRIALS:-6}" ${TUNE_MODE:+--mode "$TUNE_MODE"} --budget $(( TUNE_S - ${TRIAL_TIMEOUT:-60} - 15 )) --trial-timeout "${TRIAL_TIMEOUT:-60}" ${REFRESH:+--refresh} \
     --storage sqlite:///.tune/studies.db --results 'results/{slug}.yaml' >> "$LOG" 2>&1
   echo "tune: rc $?" | tee -a "$LOG"
   cp .tune/studies.db "$OUT/" 2>/dev/null; cp results/*.yaml "$OUT/res/" 2>/dev/null
