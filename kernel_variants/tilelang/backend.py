@@ -341,15 +341,16 @@ def _backward(c: _Call, inputs: list[torch.Tensor | None], do: torch.Tensor | No
     ddec = torch.empty(NC, H, dtype=f32, device=q.device)
     kernel("chunk_grads")(hs, dhs, W, U, Kd, Aqk, doc, dWk, dUk, dQgk, dAqkk, dKdk, ddec)
     # the intra-chunk backward kernel: to the packed inputs, then autograd through the packing
-    dq_, dk_, de_ = (torch.empty(NC, C, H, Kp, dtype=f32, device=q.device) for _ in range(3))
-    dv_ = torch.empty(NC, C, H, Vp, dtype=f32, device=q.device)
+    # the input gradients in the storage dtype (the kernel casts its float32 sums on the store)
+    dq_, dk_, de_ = (torch.empty(NC, C, H, Kp, dtype=dt, device=q.device) for _ in range(3))
+    dv_ = torch.empty(NC, C, H, Vp, dtype=dt, device=q.device)
     dg_, db_, dgm_ = (torch.empty(NC, C, H, dtype=f32, device=q.device) for _ in range(3))
     kernel("intra_bwd")(
         qc, kc, ec, vc, gc, bc, gmc, dWk, dUk, dQgk, dAqkk, dKdk, ddec, dq_, dk_, de_, dv_, dg_, db_, dgm_)
     want = [x for x in leaves if x is not None]
     # without g its zeros are constants (no graph): left out
-    pairs = [(y, gy) for y, gy in zip([*packed, *scalars], [dq_.to(dt), dk_.to(dt), de_.to(dt), dv_.to(dt),
-                                                            dg_, db_, dgm_]) if y.requires_grad]
+    pairs = [(y, gy) for y, gy in zip([*packed, *scalars], [dq_, dk_, de_, dv_, dg_, db_, dgm_])
+             if y.requires_grad]
     got = iter(torch.autograd.grad([y for y, _ in pairs], want, [gy for _, gy in pairs], allow_unused=True))
     out: list[torch.Tensor | None] = []
     for x, orig in zip(leaves, (q, k, v, e, g, beta, gamma)):

@@ -707,8 +707,9 @@ def intra_bwd_smem(K: int, V: int, dtype: str, BT: int, BK: int, num_stages: int
 def intra_bwd_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
     """The intra-chunk backward, grid chunks x heads: from the gradients of W, U, Qg, Aqk, Kd and
     the chunk decay (rows in the erase-first order of ``intra_kernel``, float32) to those of the
-    packed inputs: dQ (of the scaled q), dK, dE, dV, dG (of the chunk-local cumulative log decay),
-    dBeta, dGamma. Recomputes the Gram matrices and X = (I + N)^-1, then
+    packed inputs: dQ (of the scaled q), dK, dE, dV (written in the storage dtype, the dtype the
+    packing's autograd takes them in), dG (of the chunk-local cumulative log decay), dBeta, dGamma
+    (float32). Recomputes the Gram matrices and X = (I + N)^-1, then
 
     - dX = dW (diag(b e^G) kappa)^T + [0 | dU (diag(beta) v)^T]; dN = -X^T dX X^T (masked);
     - dkappa = (dKK + dKK^T) kappa + diag(b e^G) X^T dW + dQK^T q + dKd e^(G_last - G);
@@ -740,10 +741,10 @@ def intra_bwd_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") 
         dAqk: T.Tensor((NC, C, H, n), f32),
         dKd: T.Tensor((NC, n, H, K), f32),
         dDec: T.Tensor((NC, H), f32),
-        dQ: T.Tensor((NC, C, H, K), f32),
-        dK: T.Tensor((NC, C, H, K), f32),
-        dE: T.Tensor((NC, C, H, K), f32),
-        dV: T.Tensor((NC, C, H, V), f32),
+        dQ: T.Tensor((NC, C, H, K), dt),
+        dK: T.Tensor((NC, C, H, K), dt),
+        dE: T.Tensor((NC, C, H, K), dt),
+        dV: T.Tensor((NC, C, H, V), dt),
         dG: T.Tensor((NC, C, H), f32),
         dBeta: T.Tensor((NC, C, H), f32),
         dGamma: T.Tensor((NC, C, H), f32),
@@ -839,7 +840,7 @@ def intra_bwd_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") 
                 gemm(b_du, b_vb, b_dXw, transpose_B=True)
                 gemm(b_Xw, b_du, b_dvb, transpose_A=True, clear=True)
                 for i, d in sty.par(C, BK):
-                    dV[i_c, i, i_h, i_v * BK + d] = b_b[C + i] * b_dvb[i, d]
+                    dV[i_c, i, i_h, i_v * BK + d] = T.cast(b_b[C + i] * b_dvb[i, d], dt)
                     b_dvbs[i, d] = b_dvb[i, d] * T.cast(Vv[i_c, i, i_h, i_v * BK + d], f32)
                 for i in sty.par(C):
                     for d in T.serial(BK):
@@ -899,10 +900,11 @@ def intra_bwd_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") 
                 for r, d in sty.par(n, BK):
                     b_t4[r, d] = b_dk[r, d] + b_b[r] * T.exp(b_g[r]) * b_t1[r, d] + b_t2[r, d]
                 for i, d in sty.par(C, BK):
-                    dE[i_c, i, i_h, i_k * BK + d] = b_t4[i, d]
-                    dK[i_c, i, i_h, i_k * BK + d] = b_t4[C + i, d]
+                    dE[i_c, i, i_h, i_k * BK + d] = T.cast(b_t4[i, d], dt)
+                    dK[i_c, i, i_h, i_k * BK + d] = T.cast(b_t4[C + i, d], dt)
                 for i, d in sty.par(C, BK):
-                    dQ[i_c, i, i_h, i_k * BK + d] = b_dq[i, d] + dQg[i_c, i, i_h, i_k * BK + d] * T.exp(b_g[i])
+                    dQ[i_c, i, i_h, i_k * BK + d] = T.cast(
+                        b_dq[i, d] + dQg[i_c, i, i_h, i_k * BK + d] * T.exp(b_g[i]), dt)
                     b_t3[i, d] = (dQg[i_c, i, i_h, i_k * BK + d] * T.exp(b_g[i])
                                   * T.cast(b_q[i, d], f32))
                 for r, d in sty.par(n, BK):
