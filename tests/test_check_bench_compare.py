@@ -509,3 +509,23 @@ def test_profile_kernels_splits_a_training_step() -> None:
     assert len(r["kernels"]) > 3
     assert abs(sum(k["share"] for k in r["kernels"]) - 1.0) < 1e-6
     assert r["kernels"] == sorted(r["kernels"], key=lambda k: -k["ms"])
+
+
+def test_git_commit_says_when_the_tree_is_not_that_commit(tmp_path: Path) -> None:
+    """Reports record the commit; a working tree that differs from it is marked "+dirty"."""
+    import shutil
+    import subprocess
+
+    from eda_tune.bench.runner import _git_commit
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "a.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], check=True)
+    clean = _git_commit(str(tmp_path))
+    assert clean and "+" not in clean
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert _git_commit(str(tmp_path)) == clean + "+dirty"

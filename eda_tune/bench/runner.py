@@ -332,13 +332,21 @@ def _pkg_version(pkg: str) -> str | None:
         return None
 
 
-def _git_commit() -> str | None:
+def _git_commit(cwd: str | None = None) -> str | None:
+    """The checkout's commit, with "+dirty" when tracked files differ from it (the code that ran is
+    then not that commit's: e.g. a working tree copied onto a GPU machine over an older clone)."""
     import subprocess
 
+    here = cwd or os.path.dirname(os.path.abspath(__file__))
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=False, cwd=os.path.dirname(os.path.abspath(__file__)))
-        return out.stdout.strip() or None
+                             timeout=10, check=False, cwd=here)
+        commit = out.stdout.strip()
+        if not commit:
+            return None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                text=True, timeout=30, check=False, cwd=here)
+        return commit + ("+dirty" if status.returncode == 0 and status.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
