@@ -230,6 +230,10 @@ FUSED_CASES = {name: (problem, dataclasses.replace(params, bwd_intra="fused", fu
                for name, (problem, params) in TRITON2_CASES.items() for per_sm in (1, 64)
                if per_sm == 1 or name == "odd-T-KneV-bt16"}
 FUSED_CASES = {f"{n}-{p.fused_per_sm}": (pr, p) for n, (pr, p) in FUSED_CASES.items()}
+FUSED_CASES["segments-1"] = (
+    Problem(B=2, T=53, H=2, K=16, V=24, dtype="float32", initial_state=True, final_state=True,
+            training=True, device=DEVICE),
+    TritonParams(BT=16, BK=16, BV=16, segments=3, bwd_intra="fused", fused_per_sm=1))
 FUSED_CASES["bf16-half-scratch-1"] = (
     Problem(B=2, T=70, H=2, K=32, V=48, dtype="bfloat16", initial_state=True, final_state=True,
             training=True, device=DEVICE),

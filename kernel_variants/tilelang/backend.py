@@ -318,10 +318,15 @@ def _backward(c: _Call, inputs: list[torch.Tensor | None], do: torch.Tensor | No
     U = torch.empty(NC, n, H, Vp, dtype=dt, device=q.device)
     Aqk = torch.empty(NC, C, H, n, dtype=dt, device=q.device)
     kernel("intra")(qc, kc, ec, vc, gc, bc, gmc, W, U, Aqk)
-    G = torch.cat((gc, gc), dim=1)                                     # per row [NC, n, H]
     g_last = gc[:, -1]                                                 # [NC, H]
-    Kd = (torch.cat((ec, kc), dim=1).float() * (g_last[:, None] - G).exp()[..., None]).to(dt).contiguous()
-    Qg = (qc.float() * gc.exp()[..., None]).to(dt).contiguous()
+    # Kd = [e; k] e^(G_last - G) and Qg = q e^G: one multiply each into the storage dtype (PyTorch
+    # multiplies in float32 and rounds once on the store, as a float32 copy then a cast would)
+    fac = (g_last[:, None] - gc).exp()[..., None]                      # [NC, C, H, 1]
+    Kd = torch.empty(NC, n, H, ec.shape[-1], dtype=dt, device=q.device)
+    torch.mul(ec, fac, out=Kd[:, :C])
+    torch.mul(kc, fac, out=Kd[:, C:])
+    Qg = torch.empty_like(qc)
+    torch.mul(qc, gc.exp()[..., None], out=Qg)
     dec = g_last.exp().contiguous()
     hs = torch.empty(NC, H, Kp, Vp, dtype=dt, device=q.device)  # states in the storage dtype, as fla's h
     kernel("states")(W, U, Kd, dec, offsets, _pad_state(h0, N, H, Kp, Vp, q.device), hs)
