@@ -84,6 +84,10 @@ CPU_CASES = {
     "tm-nogate-BT32": (1, 45, 2, 64, 32, False, False, 0, False, {"BT": 32, "design": "tm"}),
     "tm-varlen": (1, 77, 2, 32, 64, True, True, 4, True, {"BT": 16, "BK": 32, "BV": 64, "design": "tm"}),
     "tm-BT64-K100-V20": (1, 70, 1, 100, 20, True, True, 0, False, {"BT": 64, "BK": 32, "BV": 32, "design": "tm"}),
+    # pieces of each sequence in parallel (kernel_variants/segments.py); varlen: uneven pieces
+    "segments-odd-T": (2, 77, 2, 32, 32, True, True, 0, False, {"BT": 16, "BK": 32, "BV": 32, "segments": 2}),
+    "segments-varlen-tm": (1, 90, 2, 16, 32, True, True, 3, True, {"BT": 16, "BK": 32, "BV": 32, "segments": 2,
+                                                                  "design": "tm"}),
 }
 
 
@@ -134,6 +138,8 @@ BWD_CASES = {
                                 final_state=True), {"BT": 32, "BK": 32, "BV": 32}),
     "nogate-K100-V20-tm": (dict(B=1, T=23, H=1, K=100, V=20, gate=False), {"BT": 16, "BK": 32, "BV": 32,
                                                                           "design": "tm"}),
+    "segments": (dict(B=2, T=71, H=2, K=16, V=32, initial_state=True, final_state=True),
+                 {"BT": 16, "BK": 32, "BV": 32, "segments": 2}),
 }
 
 

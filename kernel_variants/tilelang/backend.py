@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -28,6 +28,7 @@ from eda_tune.backends.base import Backend, EdaKernel
 from eda_tune.inputs import l2norm
 from eda_tune.problem import Config, Problem
 from eda_tune.search.space import DEFAULT_SMEM_LIMIT
+from kernel_variants.segments import run_segmented
 from kernel_variants.tilelang.kernels import (
     GENERATORS,
     KernelProblem,
@@ -68,17 +69,24 @@ def padded_dims(K: int, V: int, BK: int, BV: int) -> tuple[int, int]:
     return _ceil_to(K, BK), _ceil_to(V, max(BK, BV))
 
 
-def kernel_specs(problem: Problem, config: Config | Mapping[str, Any], scale: float | None = None
-                 ) -> list[tuple[str, KernelProblem, Tunables]]:
+def kernel_specs(problem: Problem, config: Config | Mapping[str, Any], scale: float | None = None,
+                 with_segments: bool = True) -> list[tuple[str, KernelProblem, Tunables]]:
     """The (kind, kernel problem, tunables) of the kernels one (problem, config) compiles:
     ``intra`` and ``recurrence`` (config ``design: wu``), or ``tm`` and ``recurrence_tm``
     (``design: tm``); for a training problem also the backward's ``states``, ``dstates``,
     ``chunk_grads`` and ``intra_bwd`` (and ``intra``, which the backward runs whatever the design).
 
     The first kernel does not depend on BV, N, scale or the initial state; its spec says so,
-    so that callers (the compile cache, the lowering test) can share it.
+    so that callers (the compile cache, the lowering test) can share it. With ``segments`` > 1
+    (and ``with_segments``) the kernels of its two passes follow: on the values widened by K
+    columns and on the values, both from an initial state (``kernel_variants.segments``).
     """
     cfg = config.to_dict() if isinstance(config, Config) else dict(config)
+    if with_segments and int(cfg.get("segments", 1)) > 1:
+        base = kernel_specs(problem, cfg, scale, with_segments=False)
+        passes = [kernel_specs(problem.replace(V=problem.V + problem.K, initial_state=True), cfg, scale, False),
+                  kernel_specs(problem.replace(initial_state=True), cfg, scale, False)]
+        return base + [spec for specs in passes for spec in specs if spec not in base]
     tun = Tunables(BT=int(cfg["BT"]), BK=int(cfg["BK"]), BV=int(cfg["BV"]), threads=int(cfg["threads"]),
                    num_stages=int(cfg["num_stages"]))
     Kp, Vp = padded_dims(problem.K, problem.V, tun.BK, tun.BV)
@@ -254,7 +262,7 @@ def _forward(c: _Call, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: tor
     call = c.problem.replace(B=B, T=T, H=H, K=K, V=V, dtype=str(dt).replace("torch.", ""),
                              num_seqs=N if seqlens is not None else 0,
                              initial_state=initial_state is not None)
-    (k1, kp1, tun1), (k2, kp2, tun2) = kernel_specs(call, config, c.scale)[:2]  # the forward's two
+    (k1, kp1, tun1), (k2, kp2, tun2) = kernel_specs(call, config, c.scale, with_segments=False)[:2]
     dev = q.device if style == "gpu" else None
     first = compile_kernel(k1, kp1, tun1, style, dev)
     rec = compile_kernel(k2, kp2, tun2, style, dev)
@@ -308,7 +316,7 @@ def _backward(c: _Call, inputs: list[torch.Tensor | None], do: torch.Tensor | No
     NC = qc.shape[0]
     # the kernels kernel_specs names for a training call (the lowering test walks the same specs)
     specs = {kind: (kp, tun) for kind, kp, tun in
-             kernel_specs(c.problem.replace(K=K, V=V, dtype=dts, training=True), c.config)}
+             kernel_specs(c.problem.replace(K=K, V=V, dtype=dts, training=True), c.config, with_segments=False)}
 
     def kernel(kind: str) -> Any:
         return compile_kernel(kind, *specs[kind], style, dev)
@@ -392,11 +400,21 @@ def make_forward(problem: Problem, config: Config) -> EdaKernel:
         c = _Call(problem=problem, config=config, scale=float(scale), output_final_state=bool(output_final_state),
                   seqlens=seqlens, l2norm=bool(use_qk_l2norm_in_kernel))
         xs = (q, k, v, e, g, beta, gamma, initial_state)
-        if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in xs):
+        grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in xs)
+        if segments > 1:
+            def pieces(qf, kf, vf, ef, gf, bf, gmf, hs, final, need_o, seg, cu):  # type: ignore[no-untyped-def]
+                cs = replace(c, output_final_state=bool(final), seqlens=list(seg))
+                return _TileLangEda.apply(cs, qf, kf, vf, ef, gf, bf, gmf, hs) if grad else \
+                    _forward(cs, qf, kf, vf, ef, gf, bf, gmf, hs)
+
+            return run_segmented(pieces, q, k, v, e, g, beta, gamma, initial_state, bool(output_final_state),
+                                 tuple(seqlens) if seqlens is not None else None, segments, int(config["BT"]))
+        if grad:
             o, final = _TileLangEda.apply(c, *xs)
             return o, (final if output_final_state else None)
         return _forward(c, *xs)
 
+    segments = int(config.to_dict().get("segments", 1))
     return run  # type: ignore[return-value]
 
 

@@ -1,88 +1,21 @@
-"""EDA over segments of each sequence in parallel (config ``segments`` > 1).
+"""EDA over segments of each sequence in parallel (config ``segments`` > 1) in Triton.
 
-The state recurrence walks a sequence's chunks one after another: with few heads and long
-sequences (S4: 8 heads, 2048 chunks of 16) only a few programs run on a GPU of 132 SMs, each a
-long chain of dependent steps. EDA's state update is affine in the state,
-
-    S_end = A S_start + B      (A [K, K] and B [K, V] per segment and head),
-
-so each sequence is cut into ``segments`` pieces (whole chunks) and:
-
-1. every segment runs the chunk kernels at once as its own sequence (``cu_seqlens``), on the
-   values widened to ``[v | 0]`` (with ``delta: tm`` and no gradient, the kernel's own zero
-   columns: ``v_pad``, no copy) and the initial state ``[0 | I]``: the final state of that run
-   is ``[B | A]`` (the identity columns carry the segment's transition, the zero-valued columns add
-   nothing);
-2. a short loop over segments (batched over sequences and heads, float32) gives the state
-   entering each segment, ``S_j = A_j S_(j-1) + B_j``, and the final state;
-3. every segment runs again from its entering state, now writing the output.
-
-Three times the work of one pass, spread over ``segments`` times as many programs: it pays when
-the sequential kernels leave most of the GPU idle. Steps 1 and 3 share the chunk inverse (``delta:
-tm``) when no gradient is needed; with gradients, autograd runs through the three steps (the chunk
-kernels' own backward, the loop's in PyTorch).
+The method (pieces of whole chunks, their affine maps [B | A] from a pass on ``[v | 0]`` with
+initial state ``[0 | I]``, the entering states by a short loop, a second pass writing the output)
+is ``kernel_variants.segments``. Without gradients this backend runs it on its own kernels: the
+chunk inverse (``delta: tm``) is shared by both passes, and the zero-valued columns are the state
+kernel's own (``v_pad``: no [T, H, V + K] copy). With gradients, autograd runs through
+``kernel_variants.segments.run_segmented`` on ``ChunkEdaFunction``.
 """
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
+from kernel_variants.segments import entering_states, plan, run_segmented, segment_bounds
 from kernel_variants.triton.chunk import ChunkEdaFunction, TritonParams, chunk_eda_fwd
 
-
-def segment_bounds(bounds: tuple[int, ...], segments: int, BT: int) -> tuple[tuple[int, ...], list[int]]:
-    """Cut each sequence [bounds[i], bounds[i+1]) into at most ``segments`` pieces of whole chunks
-    (the last piece may be shorter). Returns the packed boundaries of every piece and the number of
-    pieces per sequence (an empty sequence keeps one empty piece)."""
-    out = [bounds[0]]
-    counts: list[int] = []
-    for bos, eos in zip(bounds[:-1], bounds[1:]):
-        L = eos - bos
-        chunks = -(-L // BT)
-        per = max(1, -(-chunks // segments)) * BT
-        cuts = list(range(bos + per, eos, per))
-        out.extend(cuts)
-        out.append(eos)
-        counts.append(len(cuts) + 1)
-    return tuple(out), counts
-
-
-@functools.lru_cache(maxsize=64)
-def _plan(bounds: tuple[int, ...], segments: int, BT: int, device: torch.device
-          ) -> tuple[tuple[int, ...], torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The pieces' boundaries (and as a device tensor) and, per sequence, the index of each of its
-    pieces (NS where a sequence has fewer than the most): built once per packing, then cached, so
-    that a call copies nothing from the host."""
-    seg, counts = segment_bounds(bounds, segments, BT)
-    NS = len(seg) - 1
-    index = torch.full((len(counts), max(counts)), NS, dtype=torch.long)
-    start = 0
-    for n, c in enumerate(counts):
-        index[n, :c] = torch.arange(start, start + c)
-        start += c
-    flat = (index < NS).flatten().nonzero().squeeze(1)  # the real pieces in the padded [N * width]
-    return seg, torch.tensor(seg, dtype=torch.int32).to(device), index.to(device), flat.to(device)
-
-
-def _entering_states(ht_ext: torch.Tensor, index: torch.Tensor, flat: torch.Tensor, V: int,
-                     h0: torch.Tensor | None,
-                     N: int, H: int, K: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """From [B | A] per segment ([NS, H, K, V + K], float32): the state entering each segment
-    [NS, H, K, V] and the final state of each sequence [N, H, K, V]."""
-    dev = ht_ext.device
-    width = index.shape[1]
-    eye = torch.eye(K, dtype=ht_ext.dtype, device=dev).expand(1, H, K, K)
-    A = torch.cat([ht_ext[..., V:], eye], 0)[index]                              # [N, width, H, K, K]
-    Bm = torch.cat([ht_ext[..., :V], ht_ext.new_zeros(1, H, K, V)], 0)[index]    # [N, width, H, K, V]
-    S = h0.to(ht_ext.dtype) if h0 is not None else ht_ext.new_zeros(N, H, K, V)
-    entering = []
-    for j in range(width):  # padded steps (A = I, B = 0) leave S as it is
-        entering.append(S)
-        S = torch.matmul(A[:, j], S) + Bm[:, j]
-    starts = torch.stack(entering, 1).flatten(0, 1)[flat]                       # [NS, H, K, V]
-    return starts, S
+__all__ = ["chunk_eda_segmented", "segment_bounds"]
 
 
 def chunk_eda_segmented(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
@@ -91,11 +24,18 @@ def chunk_eda_segmented(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: to
                         seqlens: tuple[int, ...] | None, p: TritonParams
                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``chunk_eda_triton`` with each sequence cut into ``p.segments`` pieces run in parallel."""
+    tensors = (q, k, v, e, g, beta, gamma, h0)
+    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors):
+        def run(qf, kf, vf, ef, gf, bf, gmf, hs, final, need_o, seg, cu):  # type: ignore[no-untyped-def]
+            return ChunkEdaFunction.apply(qf, kf, vf, ef, gf, bf, gmf, scale, hs, final, cu, seg, p, need_o)
+
+        return run_segmented(run, q, k, v, e, g, beta, gamma, h0, output_final_state, seqlens, p.segments,
+                             p.BT)
     B, T, H, K = q.shape
     V = v.shape[-1]
     bounds = seqlens if seqlens is not None else tuple(range(0, B * T + 1, T))
     N = len(bounds) - 1
-    seg, cu, index, flat = _plan(bounds, p.segments, p.BT, q.device)
+    seg, cu, index, flat = plan(bounds, p.segments, p.BT, q.device)
     NS = len(seg) - 1
     TT = B * T
     qf, kf, vf, ef = (x.reshape(1, TT, H, x.shape[-1]) for x in (q, k, v, e))
@@ -103,30 +43,20 @@ def chunk_eda_segmented(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: to
     bf, gmf = beta.reshape(1, TT, H), gamma.reshape(1, TT, H)
     h_ext = torch.zeros(NS, H, K, V + K, dtype=torch.float32, device=q.device)
     h_ext[..., V:] = torch.eye(K, dtype=torch.float32, device=q.device)
-    tensors = (q, k, v, e, g, beta, gamma, h0)
-    grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors)
-    if grad:
-        v_ext = torch.cat([vf, vf.new_zeros(1, TT, H, K)], -1)
-        _, ht_ext = ChunkEdaFunction.apply(qf, kf, v_ext, ef, gf, bf, gmf, scale, h_ext, True, cu, seg,
-                                           p, False)
-        starts, final = _entering_states(ht_ext, index, flat, V, h0, N, H, K)
-        o, _ = ChunkEdaFunction.apply(qf, kf, vf, ef, gf, bf, gmf, scale, starts, False, cu, seg, p)
+    # the chunk inverse is shared by both passes; with delta tm the zero-valued columns are
+    # the kernel's (v_pad), with wu they must be in memory
+    cache: dict[str, torch.Tensor] = {}
+    if p.delta == "tm":
+        _, ht_ext = chunk_eda_fwd(qf, kf, vf, ef, gf, bf, gmf, scale, h_ext, True, cu, seg, p,
+                                  output=False, tm_cache=cache, v_pad=K)
     else:
-        # the chunk inverse is shared by both passes; with delta tm the zero-valued columns are
-        # the kernel's (v_pad), with wu they must be in memory
-        cache: dict[str, torch.Tensor] = {}
-        if p.delta == "tm":
-            _, ht_ext = chunk_eda_fwd(qf, kf, vf, ef, gf, bf, gmf, scale, h_ext, True, cu, seg, p,
-                                      output=False, tm_cache=cache, v_pad=K)
-        else:
-            v_ext = torch.cat([vf, vf.new_zeros(1, TT, H, K)], -1)
-            _, ht_ext = chunk_eda_fwd(qf, kf, v_ext, ef, gf, bf, gmf, scale, h_ext, True, cu, seg, p,
-                                      output=False, tm_cache=cache)
-            del v_ext
-        assert ht_ext is not None
-        del h_ext
-        starts, final = _entering_states(ht_ext, index, flat, V, h0, N, H, K)
-        o, _ = chunk_eda_fwd(qf, kf, vf, ef, gf, bf, gmf, scale, starts, False, cu, seg, p,
-                             tm_cache=cache)
+        v_ext = torch.cat([vf, vf.new_zeros(1, TT, H, K)], -1)
+        _, ht_ext = chunk_eda_fwd(qf, kf, v_ext, ef, gf, bf, gmf, scale, h_ext, True, cu, seg, p,
+                                  output=False, tm_cache=cache)
+        del v_ext
+    assert ht_ext is not None
+    del h_ext
+    starts, final = entering_states(ht_ext, index, flat, V, h0, N, H, K)
+    o, _ = chunk_eda_fwd(qf, kf, vf, ef, gf, bf, gmf, scale, starts, False, cu, seg, p, tm_cache=cache)
     assert o is not None
     return o.reshape(B, T, H, V), (final if output_final_state else None)

@@ -1,0 +1,115 @@
+"""Pieces of each sequence run in parallel and joined through their affine state maps (config
+``segments`` > 1 of the triton and tilelang backends).
+
+The state recurrence walks a sequence's chunks one after another: with few heads and long
+sequences (S4: 8 heads, 2048 chunks of 16) only a few programs run on a GPU of 132 SMs, each a
+long chain of dependent steps. EDA's state update is affine in the state,
+
+    S_end = A S_start + B      (A [K, K] and B [K, V] per piece and head),
+
+so each sequence is cut into ``segments`` pieces (whole chunks) and:
+
+1. every piece runs the chunk kernels at once as its own sequence (``cu_seqlens``), on the values
+   widened to ``[v | 0]`` and the initial state ``[0 | I]``: the final state of that run is
+   ``[B | A]`` (the identity columns carry the piece's transition, the zero-valued columns add
+   nothing);
+2. a short loop over pieces (batched over sequences and heads, float32) gives the state entering
+   each piece, ``S_j = A_j S_(j-1) + B_j``, and the final state;
+3. every piece runs again from its entering state, now writing the output.
+
+Three times the work of one pass, spread over ``segments`` times as many programs: it pays when
+the sequential kernels leave most of the GPU idle. With gradients, autograd runs through the three
+steps (the chunk kernels' own backward, the loop's in PyTorch).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+
+
+def segment_bounds(bounds: tuple[int, ...], segments: int, BT: int) -> tuple[tuple[int, ...], list[int]]:
+    """Cut each sequence [bounds[i], bounds[i+1]) into at most ``segments`` pieces of whole chunks
+    (the last piece may be shorter). Returns the packed boundaries of every piece and the number of
+    pieces per sequence (an empty sequence keeps one empty piece)."""
+    out = [bounds[0]]
+    counts: list[int] = []
+    for bos, eos in zip(bounds[:-1], bounds[1:]):
+        L = eos - bos
+        chunks = -(-L // BT)
+        per = max(1, -(-chunks // segments)) * BT
+        cuts = list(range(bos + per, eos, per))
+        out.extend(cuts)
+        out.append(eos)
+        counts.append(len(cuts) + 1)
+    return tuple(out), counts
+
+
+@functools.lru_cache(maxsize=64)
+def plan(bounds: tuple[int, ...], segments: int, BT: int, device: torch.device
+         ) -> tuple[tuple[int, ...], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pieces' boundaries (and as a device tensor) and, per sequence, the index of each of its
+    pieces (NS where a sequence has fewer than the most): built once per packing, then cached, so
+    that a call copies nothing from the host."""
+    seg, counts = segment_bounds(bounds, segments, BT)
+    NS = len(seg) - 1
+    index = torch.full((len(counts), max(counts)), NS, dtype=torch.long)
+    start = 0
+    for n, c in enumerate(counts):
+        index[n, :c] = torch.arange(start, start + c)
+        start += c
+    flat = (index < NS).flatten().nonzero().squeeze(1)  # the real pieces in the padded [N * width]
+    return seg, torch.tensor(seg, dtype=torch.int32).to(device), index.to(device), flat.to(device)
+
+
+def entering_states(ht_ext: torch.Tensor, index: torch.Tensor, flat: torch.Tensor, V: int,
+                    h0: torch.Tensor | None, N: int, H: int, K: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """From [B | A] per piece ([NS, H, K, V + K], float32): the state entering each piece
+    [NS, H, K, V] and the final state of each sequence [N, H, K, V]."""
+    dev = ht_ext.device
+    width = index.shape[1]
+    eye = torch.eye(K, dtype=ht_ext.dtype, device=dev).expand(1, H, K, K)
+    A = torch.cat([ht_ext[..., V:], eye], 0)[index]                              # [N, width, H, K, K]
+    Bm = torch.cat([ht_ext[..., :V], ht_ext.new_zeros(1, H, K, V)], 0)[index]    # [N, width, H, K, V]
+    S = h0.to(ht_ext.dtype) if h0 is not None else ht_ext.new_zeros(N, H, K, V)
+    entering = []
+    for j in range(width):  # padded steps (A = I, B = 0) leave S as it is
+        entering.append(S)
+        S = torch.matmul(A[:, j], S) + Bm[:, j]
+    starts = torch.stack(entering, 1).flatten(0, 1)[flat]                       # [NS, H, K, V]
+    return starts, S
+
+
+#: ``run(q, k, v, e, g, beta, gamma, h0, output_final_state, need_o, seqlens, cu_seqlens)`` on
+#: packed inputs ([1, TT, H, D]): the backend's chunk op over the sequences ``seqlens`` (a tuple of
+#: boundaries, and as an int32 tensor), differentiable; returns (o or None, final state or None)
+PackedRun = Callable[..., tuple[torch.Tensor | None, torch.Tensor | None]]
+
+
+def run_segmented(run: PackedRun, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
+                  g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, h0: torch.Tensor | None,
+                  output_final_state: bool, seqlens: tuple[int, ...] | None, segments: int, BT: int
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The three steps above through ``run`` (both passes on every piece at once)."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    bounds = seqlens if seqlens is not None else tuple(range(0, B * T + 1, T))
+    N = len(bounds) - 1
+    seg, cu, index, flat = plan(bounds, segments, BT, q.device)
+    NS = len(seg) - 1
+    TT = B * T
+    qf, kf, vf, ef = (x.reshape(1, TT, H, x.shape[-1]) for x in (q, k, v, e))
+    gf = g.reshape(1, TT, H) if g is not None else None
+    bf, gmf = beta.reshape(1, TT, H), gamma.reshape(1, TT, H)
+    h_ext = torch.zeros(NS, H, K, V + K, dtype=torch.float32, device=q.device)
+    h_ext[..., V:] = torch.eye(K, dtype=torch.float32, device=q.device)
+    v_ext = torch.cat([vf, vf.new_zeros(1, TT, H, K)], -1)
+    _, ht_ext = run(qf, kf, v_ext, ef, gf, bf, gmf, h_ext, True, False, seg, cu)
+    assert ht_ext is not None
+    del v_ext, h_ext
+    starts, final = entering_states(ht_ext, index, flat, V, h0, N, H, K)
+    o, _ = run(qf, kf, vf, ef, gf, bf, gmf, starts, False, True, seg, cu)
+    assert o is not None
+    return o.reshape(B, T, H, V), (final if output_final_state else None)
