@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -82,6 +83,43 @@ def entering_states(ht_ext: torch.Tensor, index: torch.Tensor, flat: torch.Tenso
     return starts, S
 
 
+class Pieces(NamedTuple):
+    """One call cut into pieces: the inputs packed as one sequence of B*T tokens ([1, TT, H, D]),
+    the pieces' boundaries (tuple and int32 tensor), ``plan``'s index, and the first pass's
+    initial state ``[0 | I]`` ([NS, H, K, V + K], float32)."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    e: torch.Tensor
+    g: torch.Tensor | None
+    beta: torch.Tensor
+    gamma: torch.Tensor
+    seg: tuple[int, ...]
+    cu: torch.Tensor
+    index: torch.Tensor
+    flat: torch.Tensor
+    N: int
+    h_ext: torch.Tensor
+
+
+def cut(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor, g: torch.Tensor | None,
+        beta: torch.Tensor, gamma: torch.Tensor, seqlens: tuple[int, ...] | None, segments: int, BT: int
+        ) -> Pieces:
+    """Pack the inputs and plan the pieces (``seqlens``: the sequences' boundaries, or None for B
+    sequences of T tokens)."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    bounds = seqlens if seqlens is not None else tuple(range(0, B * T + 1, T))
+    seg, cu, index, flat = plan(bounds, segments, BT, q.device)
+    TT = B * T
+    h_ext = torch.zeros(len(seg) - 1, H, K, V + K, dtype=torch.float32, device=q.device)
+    h_ext[..., V:] = torch.eye(K, dtype=torch.float32, device=q.device)
+    return Pieces(*(x.reshape(1, TT, H, x.shape[-1]) for x in (q, k, v, e)),
+                  g.reshape(1, TT, H) if g is not None else None, beta.reshape(1, TT, H),
+                  gamma.reshape(1, TT, H), seg, cu, index, flat, len(bounds) - 1, h_ext)
+
+
 #: ``run(q, k, v, e, g, beta, gamma, h0, output_final_state, need_o, seqlens, cu_seqlens)`` on
 #: packed inputs ([1, TT, H, D]): the backend's chunk op over the sequences ``seqlens`` (a tuple of
 #: boundaries, and as an int32 tensor), differentiable; returns (o or None, final state or None)
@@ -95,21 +133,12 @@ def run_segmented(run: PackedRun, q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     """The three steps above through ``run`` (both passes on every piece at once)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
-    bounds = seqlens if seqlens is not None else tuple(range(0, B * T + 1, T))
-    N = len(bounds) - 1
-    seg, cu, index, flat = plan(bounds, segments, BT, q.device)
-    NS = len(seg) - 1
-    TT = B * T
-    qf, kf, vf, ef = (x.reshape(1, TT, H, x.shape[-1]) for x in (q, k, v, e))
-    gf = g.reshape(1, TT, H) if g is not None else None
-    bf, gmf = beta.reshape(1, TT, H), gamma.reshape(1, TT, H)
-    h_ext = torch.zeros(NS, H, K, V + K, dtype=torch.float32, device=q.device)
-    h_ext[..., V:] = torch.eye(K, dtype=torch.float32, device=q.device)
-    v_ext = torch.cat([vf, vf.new_zeros(1, TT, H, K)], -1)
-    _, ht_ext = run(qf, kf, v_ext, ef, gf, bf, gmf, h_ext, True, False, seg, cu)
+    p = cut(q, k, v, e, g, beta, gamma, seqlens, segments, BT)
+    v_ext = torch.cat([p.v, p.v.new_zeros(1, B * T, H, K)], -1)
+    _, ht_ext = run(p.q, p.k, v_ext, p.e, p.g, p.beta, p.gamma, p.h_ext, True, False, p.seg, p.cu)
     assert ht_ext is not None
-    del v_ext, h_ext
-    starts, final = entering_states(ht_ext, index, flat, V, h0, N, H, K)
-    o, _ = run(qf, kf, vf, ef, gf, bf, gmf, starts, False, True, seg, cu)
+    del v_ext
+    starts, final = entering_states(ht_ext, p.index, p.flat, V, h0, p.N, H, K)
+    o, _ = run(p.q, p.k, p.v, p.e, p.g, p.beta, p.gamma, starts, False, True, p.seg, p.cu)
     assert o is not None
     return o.reshape(B, T, H, V), (final if output_final_state else None)

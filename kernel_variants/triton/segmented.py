@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from kernel_variants.segments import entering_states, plan, run_segmented, segment_bounds
+from kernel_variants.segments import cut, entering_states, run_segmented, segment_bounds
 from kernel_variants.triton.chunk import ChunkEdaFunction, TritonParams, chunk_eda_fwd
 
 __all__ = ["chunk_eda_segmented", "segment_bounds"]
@@ -33,30 +33,21 @@ def chunk_eda_segmented(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: to
                              p.BT)
     B, T, H, K = q.shape
     V = v.shape[-1]
-    bounds = seqlens if seqlens is not None else tuple(range(0, B * T + 1, T))
-    N = len(bounds) - 1
-    seg, cu, index, flat = plan(bounds, p.segments, p.BT, q.device)
-    NS = len(seg) - 1
-    TT = B * T
-    qf, kf, vf, ef = (x.reshape(1, TT, H, x.shape[-1]) for x in (q, k, v, e))
-    gf = g.reshape(1, TT, H) if g is not None else None
-    bf, gmf = beta.reshape(1, TT, H), gamma.reshape(1, TT, H)
-    h_ext = torch.zeros(NS, H, K, V + K, dtype=torch.float32, device=q.device)
-    h_ext[..., V:] = torch.eye(K, dtype=torch.float32, device=q.device)
+    pc = cut(q, k, v, e, g, beta, gamma, seqlens, p.segments, p.BT)
+    args = (pc.q, pc.k, pc.v, pc.e, pc.g, pc.beta, pc.gamma, scale)
     # the chunk inverse is shared by both passes; with delta tm the zero-valued columns are
     # the kernel's (v_pad), with wu they must be in memory
     cache: dict[str, torch.Tensor] = {}
     if p.delta == "tm":
-        _, ht_ext = chunk_eda_fwd(qf, kf, vf, ef, gf, bf, gmf, scale, h_ext, True, cu, seg, p,
-                                  output=False, tm_cache=cache, v_pad=K)
+        _, ht_ext = chunk_eda_fwd(*args, pc.h_ext, True, pc.cu, pc.seg, p, output=False, tm_cache=cache,
+                                  v_pad=K)
     else:
-        v_ext = torch.cat([vf, vf.new_zeros(1, TT, H, K)], -1)
-        _, ht_ext = chunk_eda_fwd(qf, kf, v_ext, ef, gf, bf, gmf, scale, h_ext, True, cu, seg, p,
-                                  output=False, tm_cache=cache)
+        v_ext = torch.cat([pc.v, pc.v.new_zeros(1, B * T, H, K)], -1)
+        _, ht_ext = chunk_eda_fwd(pc.q, pc.k, v_ext, pc.e, pc.g, pc.beta, pc.gamma, scale, pc.h_ext, True,
+                                  pc.cu, pc.seg, p, output=False, tm_cache=cache)
         del v_ext
     assert ht_ext is not None
-    del h_ext
-    starts, final = entering_states(ht_ext, index, flat, V, h0, N, H, K)
-    o, _ = chunk_eda_fwd(qf, kf, vf, ef, gf, bf, gmf, scale, starts, False, cu, seg, p, tm_cache=cache)
+    starts, final = entering_states(ht_ext, pc.index, pc.flat, V, h0, pc.N, H, K)
+    o, _ = chunk_eda_fwd(*args, starts, False, pc.cu, pc.seg, p, tm_cache=cache)
     assert o is not None
     return o.reshape(B, T, H, V), (final if output_final_state else None)
