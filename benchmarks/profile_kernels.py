@@ -98,7 +98,8 @@ def main() -> None:
                 print(f"{k['ms']:8.3f} {k['launches']:4.0f} {k['share']:6.1%}  {k['kernel'][:60]}")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"card": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": out}, f, indent=1)
+            card = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+            json.dump({"card": card, "torch": torch.__version__, "rows": out}, f, indent=1)
 
 
 if __name__ == "__main__":

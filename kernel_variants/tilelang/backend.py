@@ -393,6 +393,7 @@ class _TileLangEda(torch.autograd.Function):
 def make_forward(problem: Problem, config: Config) -> EdaKernel:
     """The op for one (problem, config), differentiable in every tensor input; kernels compile on
     the first call per device."""
+    segments = int(config.to_dict().get("segments", 1))
 
     def run(q, k, v, e, g, beta, gamma, scale, initial_state, output_final_state, cu_seqlens,
             use_qk_l2norm_in_kernel):  # type: ignore[no-untyped-def]
@@ -414,7 +415,6 @@ def make_forward(problem: Problem, config: Config) -> EdaKernel:
             return o, (final if output_final_state else None)
         return _forward(c, *xs)
 
-    segments = int(config.to_dict().get("segments", 1))
     return run  # type: ignore[return-value]
 
 

@@ -417,7 +417,12 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
     # bwd_scratch "half": the per-chunk gradients (dU, dW, dQg, dAqk, dKd) in the 16-bit input
     # dtype (half the bytes the grad kernel writes and the intra kernel reads; both compute in fp32)
     gdt = sdt if p.bwd_rec == "split" and p.bwd_scratch == "half" else f32
-    dU = torch.empty(B, H, NCT, NR, V, dtype=gdt, device=q.device)
+    fused = p.bwd_intra == "fused"
+    if fused and p.bwd_rec != "split":
+        raise ValueError("bwd_intra 'fused' needs bwd_rec 'split' (the search space excludes the pair)")
+    # where the per-chunk gradients live: one slot per chunk, or (fused) one per program
+    lead = (_fused_programs(q.device, NCT * B * H, p.fused_per_sm),) if fused else (B, H, NCT)
+    dU = torch.empty(*lead, NR, V, dtype=gdt, device=q.device)
     dh0 = torch.empty(N, H, K, V, dtype=f32, device=q.device)
     dht_ = dht.to(f32).contiguous() if dht is not None else None
     bufs: dict[str, torch.Tensor] = {}
@@ -453,39 +458,46 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, num_warps=_override(p.warps_grad, p.warps_bwd),
             num_stages=ns)
 
-    if p.bwd_intra == "fused":
-        if p.bwd_rec != "split":
-            raise ValueError("bwd_intra 'fused' needs bwd_rec 'split' (the search space excludes the pair)")
-        bufs["dh"] = torch.empty(B, H, NCT, K, V, dtype=sdt, device=q.device)
-        _with_fallback(launch_dh, _override(p.bv_dh, BV, V), _override(p.stages_dh, p.num_stages))
-        if stages <= 2:
-            return (None,) * 8
-        return _bwd_fused(q, k, v, e, g, beta, gamma, scale, h0, cu_seqlens, varlen, h, bufs["dh"],
-                          w, u, do, dh0, ci, NCT, gdt, p)
     if p.bwd_rec == "split":
         # sequential dS only (stored per chunk), then every other gradient per chunk in parallel
+        # (fused: the grad kernel's work runs inside the intra kernel's, below)
         bufs.update(dh=torch.empty(B, H, NCT, K, V, dtype=sdt, device=q.device),
-                    dW=torch.empty(B, H, NCT, NR, K, dtype=gdt, device=q.device),
-                    dQg=torch.empty(B, H, NCT, BT, K, dtype=gdt, device=q.device),
-                    dA=torch.empty(B, H, NCT, BT, NR, dtype=gdt, device=q.device),
-                    dKd=torch.empty(B, H, NCT, NR, K, dtype=gdt, device=q.device),
+                    dW=torch.empty(*lead, NR, K, dtype=gdt, device=q.device),
+                    dQg=torch.empty(*lead, BT, K, dtype=gdt, device=q.device),
+                    dA=torch.empty(*lead, BT, NR, dtype=gdt, device=q.device),
+                    dKd=torch.empty(*lead, NR, K, dtype=gdt, device=q.device),
                     ddec=torch.empty(B, H, NCT, dtype=f32, device=q.device))
         _with_fallback(launch_dh, _override(p.bv_dh, BV, V), _override(p.stages_dh, p.num_stages))
-        _with_fallback(launch_grad, _override(p.bv_grad, BV, V), _override(p.stages_grad, p.num_stages))
+        if not fused:
+            _with_fallback(launch_grad, _override(p.bv_grad, BV, V), _override(p.stages_grad, p.num_stages))
     else:
         _with_fallback(launch_bwd, BV, p.num_stages)
     dW, dQg, dA, dKd, ddec = (bufs[n] for n in ("dW", "dQg", "dA", "dKd", "ddec"))
     if stages <= 2:
         return (None,) * 8
-    # the recomputed W, U, states and the state gradients are dead: free them before the gradients
-    # of the inputs are allocated (the peak of the backward is otherwise here)
-    bufs.pop("dh", None)
-    w = u = h = dummy
+    if not fused:
+        # the recomputed W, U, states and the state gradients are dead: free them before the
+        # gradients of the inputs are allocated (the peak of the backward is otherwise here)
+        bufs.pop("dh", None)
+        w = u = h = dummy
 
     # the kernel writes every gradient once, in the input's dtype
     dq, dk, de, dv = (torch.empty_like(x) for x in (q, k, e, v))
     dbeta, dgamma = torch.empty_like(beta), torch.empty_like(gamma)
     dg = torch.empty_like(g) if g is not None else None
+
+    if fused:
+        def launch_fused(bv: int, ns: int) -> None:
+            eda_bwd_fused_kernel[lead](
+                h, bufs["dh"], w, u, do, q, k, e, v, g_, beta, gamma, dU, dW, dQg, dA, dKd, ddec,
+                dq, dk, de, dv, dg if dg is not None else dummy, dbeta, dgamma, cu_seqlens, ci, scale,
+                T, NCT, B * H, H=H, K=K, V=V, BT=BT, BKG=BKp, BVG=min(_override(p.bv_grad, BV, V), bv),
+                BK=_override(p.bk_intra, BK, K), BV=bv, LOG2N=int(math.log2(NR)), USE_G=use_g,
+                IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=_override(p.warps_intra, p.warps_bwd),
+                num_stages=ns)
+
+        _with_fallback(launch_fused, _override(p.bv_intra, BV, V), _override(p.stages_grad, p.num_stages))
+        return dq, dk, dv, de, dg, dbeta, dgamma, (dh0.to(h0.dtype) if h0 is not None else None)
 
     two_block = p.bwd_intra == "triton2"
     intra_kernel = eda_bwd_intra2_kernel if two_block else eda_bwd_intra_kernel
@@ -508,47 +520,6 @@ def _fused_programs(device: torch.device, work: int, per_sm: int) -> int:
     blocks of 4 warps at 255 registers fit one SM), never more than there are chunks."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
     return max(1, min(work, per_sm * sms))
-
-
-def _bwd_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
-               g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, scale: float,
-               h0: torch.Tensor | None, cu_seqlens: torch.Tensor | None, varlen: bool, h: torch.Tensor,
-               dh: torch.Tensor, w: torch.Tensor, u: torch.Tensor, do: torch.Tensor,
-               dh0: torch.Tensor, ci: torch.Tensor | None, NCT: int, gdt: torch.dtype,
-               p: TritonParams) -> tuple[torch.Tensor | None, ...]:
-    """``bwd_intra: fused``: the grad and intra kernels as one persistent kernel whose per-chunk
-    gradients live in one scratch slot per program (chunk_bwd.eda_bwd_fused_kernel)."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    BT = p.BT
-    NR = 2 * BT
-    nprog = _fused_programs(q.device, NCT * B * H, p.fused_per_sm)
-    dev = q.device
-    dU = torch.empty(nprog, NR, V, dtype=gdt, device=dev)
-    dW = torch.empty(nprog, NR, K, dtype=gdt, device=dev)
-    dKd = torch.empty(nprog, NR, K, dtype=gdt, device=dev)
-    dQg = torch.empty(nprog, BT, K, dtype=gdt, device=dev)
-    dA = torch.empty(nprog, BT, NR, dtype=gdt, device=dev)
-    ddec = torch.empty(B, H, NCT, dtype=torch.float32, device=dev)
-    dq, dk, de, dv = (torch.empty_like(x) for x in (q, k, e, v))
-    dbeta, dgamma = torch.empty_like(beta), torch.empty_like(gamma)
-    dg = torch.empty_like(g) if g is not None else None
-    use_g = g is not None
-    dummy = beta
-    BK, BV = _fit(p.BK, K), _fit(p.BV, V)
-    bvg = _override(p.bv_grad, BV, V)
-
-    def launch(bv: int, ns: int) -> None:
-        eda_bwd_fused_kernel[(nprog,)](
-            h, dh, w, u, do, q, k, e, v, g if use_g else dummy, beta, gamma, dU, dW, dQg, dA, dKd,
-            ddec, dq, dk, de, dv, dg if dg is not None else dummy, dbeta, dgamma, cu_seqlens, ci,
-            scale, T, NCT, B * H, H=H, K=K, V=V, BT=BT, BKG=_pad_k(K), BVG=min(bvg, bv),
-            BK=_override(p.bk_intra, BK, K), BV=bv, LOG2N=int(math.log2(NR)), USE_G=use_g,
-            IS_VARLEN=varlen, PREC=p.precision, DT=_dot_dtype(q.dtype),
-            num_warps=_override(p.warps_intra, p.warps_bwd), num_stages=ns)
-
-    _with_fallback(launch, _override(p.bv_intra, BV, V), _override(p.stages_grad, p.num_stages))
-    return dq, dk, dv, de, dg, dbeta, dgamma, (dh0.to(h0.dtype) if h0 is not None else None)
 
 
 class ChunkEdaFunction(torch.autograd.Function):
