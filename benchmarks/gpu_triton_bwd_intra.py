@@ -161,7 +161,13 @@ def main() -> None:
                 "bwdfuse_half": {"bwd_intra": "fused", "bwd_scratch": "half"},
                 "bwdfuse_s2": {"bwd_intra": "fused", "stages_grad": 2},
                 "bwdfuse_s1": {"bwd_intra": "fused", "stages_grad": 1},
-                "bwdfuse_bvg64": {"bwd_intra": "fused", "bv_grad": 64}}
+                "bwdfuse_bvg64": {"bwd_intra": "fused", "bv_grad": 64},
+                # segments with gradients: one backward over the pieces (segmented.py), or autograd
+                # through both passes (seg_bwd: autograd, how every segments config trained before)
+                **{f"seg{n}": {"segments": n} for n in (1, 2, 4, 8, 16)},
+                **{f"seg{n}_autograd": {"segments": n, "seg_bwd": "autograd"} for n in (4, 8, 16)},
+                **{f"seg{n}_half": {"segments": n, "bwd_scratch": "half"} for n in (4, 8, 16)},
+                **{f"seg{n}_bt32": {"segments": n, "BT": 32, "BV": 32} for n in (4, 8, 16)}}
     # a tag runs at every BWD_SHAPES shape, or only at the shapes named after it: "bwdfuse@S4@S5"
     shapes = [x for x in os.environ.get("BWD_SHAPES", "S1").split(",") if x]
     runs = []

@@ -18,8 +18,13 @@ so each sequence is cut into ``segments`` pieces (whole chunks) and:
 3. every piece runs again from its entering state, now writing the output.
 
 Three times the work of one pass, spread over ``segments`` times as many programs: it pays when
-the sequential kernels leave most of the GPU idle. With gradients, autograd runs through the three
-steps (the chunk kernels' own backward, the loop's in PyTorch).
+the sequential kernels leave most of the GPU idle. With gradients, ``run_segmented`` lets autograd
+run through the three steps (the chunk kernels' own backward, the loop's in PyTorch). A backend
+whose backward takes the pieces as sequences can do better (the Triton backend's
+``SegmentedEdaFunction``): the forward keeps each piece's entering state and A, the backward
+recomputes from those, and its state-gradient scan needs the gradient leaving each piece, which
+``exit_gradients`` gives from one scan with none (dL/dS_start = A^T dL/dS_end + the piece's own
+part); a second scan with them gives the exact per-chunk gradients, so only that scan runs twice.
 """
 
 from __future__ import annotations
@@ -81,6 +86,29 @@ def entering_states(ht_ext: torch.Tensor, index: torch.Tensor, flat: torch.Tenso
         S = torch.matmul(A[:, j], S) + Bm[:, j]
     starts = torch.stack(entering, 1).flatten(0, 1)[flat]                       # [NS, H, K, V]
     return starts, S
+
+
+def exit_gradients(enter_grads: torch.Tensor, maps: torch.Tensor, index: torch.Tensor, flat: torch.Tensor,
+                   dht: torch.Tensor | None, N: int) -> torch.Tensor:
+    """The backward of ``entering_states``' loop, for a backward that runs the pieces as sequences.
+
+    ``enter_grads`` [NS, H, K, V]: the gradient each piece's own tokens give the state entering
+    it (the backward's state scan with no gradient leaving the piece); ``maps`` [NS, H, K, K]: each
+    piece's A. As dL/dS_start = A^T dL/dS_end + (the piece's own part), a loop from each
+    sequence's last piece (leaving gradient ``dht`` [N, H, K, V], or zero) gives the gradient of
+    the state leaving every piece, [NS, H, K, V] float32."""
+    NS, H, K, V = enter_grads.shape
+    width = index.shape[1]
+    dev = enter_grads.device
+    eye = torch.eye(K, dtype=torch.float32, device=dev).expand(1, H, K, K)
+    At = torch.cat([maps.float().transpose(-1, -2), eye], 0)[index]                # [N, width, H, K, K]
+    C = torch.cat([enter_grads.float(), enter_grads.new_zeros(1, H, K, V, dtype=torch.float32)], 0)[index]
+    G = dht.float() if dht is not None else torch.zeros(N, H, K, V, dtype=torch.float32, device=dev)
+    leaving = [G] * width
+    for j in reversed(range(width)):  # padded steps (A = I, nothing of their own) pass G on
+        leaving[j] = G
+        G = torch.matmul(At[:, j], G) + C[:, j]
+    return torch.stack(leaving, 1).flatten(0, 1)[flat]
 
 
 class Pieces(NamedTuple):

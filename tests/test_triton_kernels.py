@@ -287,6 +287,43 @@ def test_segments_backward() -> None:
     _check(problem, TritonParams(BT=16, BK=16, BV=16, segments=3), seed=22, grads=True, tol=1e-5)
 
 
+SEGMENT_BWD_CASES = {
+    # varlen: sequences of 1, 2 and 3 pieces (the exit-gradient loop's padded steps), no gate,
+    # l2norm, the forward's W/U kernels, no final state
+    "varlen-nogate-wu": (Problem(B=1, T=90, H=2, K=16, V=16, dtype="float32", gate=False, num_seqs=3,
+                                 l2norm=True, initial_state=True, training=True, device=DEVICE),
+                         TritonParams(BT=16, BK=16, BV=16, delta="wu", fuse_o=False, segments=3)),
+    # the two-block intra backward; no initial state, a final state; BT 32
+    "bt32-triton2": (Problem(B=1, T=150, H=1, K=32, V=16, dtype="float32", final_state=True, training=True,
+                             device=DEVICE),
+                     TritonParams(BT=32, BK=32, BV=16, segments=4, bwd_intra="triton2")),
+    # a backward that cannot take the pieces as sequences: autograd through the three steps
+    "torch-intra-autograd": (Problem(B=2, T=40, H=1, K=16, V=16, dtype="float32", initial_state=True,
+                                     final_state=True, training=True, device=DEVICE),
+                             TritonParams(BT=16, BK=16, BV=16, segments=2, bwd_intra="torch")),
+}
+
+
+@pytest.mark.parametrize("case", list(SEGMENT_BWD_CASES))
+def test_segments_backward_cases(case: str) -> None:
+    """Every gradient of the float64 recurrence through the segmented backward: one backward over
+    the pieces with the exit gradients (kernel_variants.segments.exit_gradients), or autograd."""
+    problem, params = SEGMENT_BWD_CASES[case]
+    _check(problem, params, seed=24, grads=True, tol=1e-5)
+
+
+def test_segments_backward_runs_once_over_the_pieces() -> None:
+    """With a Triton intra-chunk backward, the segmented call is one autograd node (the backward
+    over the pieces), not autograd through both passes."""
+    problem = Problem(B=1, T=40, H=1, K=16, V=16, dtype="float32", training=True, device=DEVICE)
+    inputs = make_inputs(problem, seed=5, device=DEVICE, requires_grad=True)
+    o, _ = _run(inputs, TritonParams(BT=16, BK=16, BV=16, segments=2))
+    assert "SegmentedEdaFunction" in type(o.grad_fn).__name__
+    for kw in ({"bwd_intra": "torch"}, {"seg_bwd": "autograd"}):
+        o, _ = _run(inputs, TritonParams(BT=16, BK=16, BV=16, segments=2, **kw))
+        assert "SegmentedEdaFunction" not in type(o.grad_fn).__name__
+
+
 def test_segment_bounds() -> None:
     from kernel_variants.triton.segmented import segment_bounds
 

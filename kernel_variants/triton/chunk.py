@@ -90,6 +90,9 @@ class TritonParams:
     stages_intra: int = 0
     # programs per SM of the persistent fused backward kernel (bwd_intra: fused)
     fused_per_sm: int = 2
+    # segments > 1 with gradients: "pieces" (one backward over the pieces, segmented.py) or
+    # "autograd" (through both passes; what every config did before; kept for timing them)
+    seg_bwd: str = "pieces"
 
     @classmethod
     def from_config(cls, config: Any) -> TritonParams:
@@ -288,11 +291,15 @@ def chunk_eda_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
                   g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, scale: float,
                   h0: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
                   seqlens: tuple[int, ...] | None, do: torch.Tensor, dht: torch.Tensor | None,
-                  p: TritonParams) -> tuple[torch.Tensor | None, ...]:
-    """Gradients (dq, dk, dv, de, dg, dbeta, dgamma, dh0) given do [B, T, H, V] and dht."""
+                  p: TritonParams, exit_grads: Callable[[torch.Tensor], torch.Tensor] | None = None
+                  ) -> tuple[torch.Tensor | None, ...]:
+    """Gradients (dq, dk, dv, de, dg, dbeta, dgamma, dh0) given do [B, T, H, V] and dht
+    (``exit_grads``: see ``chunk_eda_bwd_triton``; Triton intra-chunk backwards only)."""
     if p.bwd_intra in ("triton", "triton2", "fused"):
         return chunk_eda_bwd_triton(q, k, v, e, g, beta, gamma, scale, h0, cu_seqlens, seqlens, do,
-                                    dht, p)
+                                    dht, p, exit_grads=exit_grads)
+    if exit_grads is not None:
+        raise ValueError("exit_grads needs a Triton intra-chunk backward")
     B, T, H, K = q.shape
     V = v.shape[-1]
     BT = p.BT
@@ -369,11 +376,18 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
                          g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, scale: float,
                          h0: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
                          seqlens: tuple[int, ...] | None, do: torch.Tensor, dht: torch.Tensor | None,
-                         p: TritonParams, stages: int = 3) -> tuple[torch.Tensor | None, ...]:
+                         p: TritonParams, stages: int = 3,
+                         exit_grads: Callable[[torch.Tensor], torch.Tensor] | None = None
+                         ) -> tuple[torch.Tensor | None, ...]:
     """The backward in Triton: recompute W, U and the chunk states (forward kernels), run the
     state recurrence backwards (dW, dU, dQg, dAqk, dKd per chunk), then the intra-chunk backward
     kernel maps those to the inputs' gradients. ``stages`` < 3 stops after the recompute (1) or
-    the recurrence (2), for timing the pieces (the gradients are then garbage)."""
+    the recurrence (2), for timing the pieces (the gradients are then garbage).
+
+    ``exit_grads`` (the pieces of ``segments``, run as sequences; ``bwd_rec: split``): the
+    gradient of the state leaving each sequence is not known yet. The dS scan runs once with none,
+    ``exit_grads`` maps the gradients it leaves at the sequences' starts to those leaving each
+    sequence (``kernel_variants.segments.exit_gradients``), and the scan runs again with them."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     BT = p.BT
@@ -467,10 +481,17 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
                     dA=torch.empty(*lead, BT, NR, dtype=gdt, device=q.device),
                     dKd=torch.empty(*lead, NR, K, dtype=gdt, device=q.device),
                     ddec=torch.empty(B, H, NCT, dtype=f32, device=q.device))
+        if exit_grads is not None:
+            # first pass: every piece's own contribution to the gradient entering it
+            dht_ = None
+            _with_fallback(launch_dh, _override(p.bv_dh, BV, V), _override(p.stages_dh, p.num_stages))
+            dht_ = exit_grads(dh0).to(f32).contiguous()
         _with_fallback(launch_dh, _override(p.bv_dh, BV, V), _override(p.stages_dh, p.num_stages))
         if not fused:
             _with_fallback(launch_grad, _override(p.bv_grad, BV, V), _override(p.stages_grad, p.num_stages))
     else:
+        if exit_grads is not None:
+            raise ValueError("exit_grads needs bwd_rec 'split'")
         _with_fallback(launch_bwd, BV, p.num_stages)
     dW, dQg, dA, dKd, ddec = (bufs[n] for n in ("dW", "dQg", "dA", "dKd", "ddec"))
     if stages <= 2:
