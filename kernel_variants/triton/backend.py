@@ -24,16 +24,18 @@ def triton_smem(BT: int, BK: int, BV: int, num_stages: int, K: int, dtype_bytes:
 
 def default_segments(problem: Problem, BV: int) -> int:
     """How many pieces to cut each sequence into when no tuned config says: the state recurrence
-    runs one program per (sequence, head, V tile); with 64 or fewer of them (32 when training) and
-    sequences of 16K tokens or more, cut each sequence so that about 256 programs run (at most 16
-    pieces). On an H200 (results/bench/segments_h200_run11.json) this took S4 (16 programs) from
-    5.74 ms to 1.60 forward (16 pieces) and from 20.9 to 13.9 forward+backward, and S2 (64
-    programs) from 3.12 to 2.85 forward (4 pieces; its forward+backward was not timed, and the
-    gain was small, so training at S2 stays uncut); S1 (256 programs) is slower cut."""
+    runs one program per (sequence, head, V tile); with 64 or fewer of them and sequences of 16K
+    tokens or more, cut each sequence so that about 256 programs run (at most 16 pieces). On an
+    H200 this took S4 (16 programs) from 5.74 ms to 1.60 forward (16 pieces; run 11) and S2 (64
+    programs) from 3.12 to 2.85 (4 pieces); forward+backward, with the backward run once over the
+    pieces (segmented.py; run 41, results/bench/bwd_variants_h200_run41.json), S4 from 20.9 (uncut,
+    run 11) to 6.20 and S2 from 14.28 to 11.77. S1 (256 programs) is slower cut. Training and
+    inference get the same rule (before the backward over the pieces, autograd through both passes
+    made training at S2 slower cut, 23.5 ms)."""
     N = problem.num_seqs or problem.B
     programs = N * problem.H * -(-problem.V // BV)
     length = problem.T // problem.num_seqs if problem.num_seqs else problem.T  # mean sequence length
-    if programs > (32 if problem.training else 64) or length < 16384:
+    if programs > 64 or length < 16384:
         return 1
     seg = 1
     while seg < 16 and programs * seg * 2 <= 256:
