@@ -18,7 +18,7 @@
 #            fla's baselines, floors (BENCH_FWD_ONLY=1: forward only);
 #   TESTS_S  the gpu-marked tests (TESTS_K: a pytest -k expression; all when empty);
 #   CHECK_S  `eda-tune check` of CHECK_BACKENDS (default: every backend and fla) at CHECK_ONLY shapes
-#            (default: all of its GPU set); reports in $OUT/check;
+#            (default: all of its GPU set; CHECK_SHAPES: another shapes file); reports in $OUT/check;
 #   CHECK2_S a second check of CHECK2_BACKENDS at CHECK2_ONLY; reports in $OUT/check2 (join the two,
 #            and earlier runs, with `eda-tune check --merge`);
 #   TL_S     benchmarks/gpu_tilelang_check.py (TileLang configs checked, then timed at S1);
@@ -99,6 +99,7 @@ if [ "${BENCH_S:-150}" -gt 0 ]; then
 fi
 if [ "${CHECK_S:-0}" -gt 0 ]; then
   timeout "$CHECK_S" python3 -m eda_tune check ${CHECK_BACKENDS:+--backends "$CHECK_BACKENDS"} ${CHECK_ONLY:+--only "$CHECK_ONLY"} \
+    ${CHECK_SHAPES:+--shapes "$CHECK_SHAPES"} \
     --out "$OUT/check" >> "$LOG" 2>&1
   echo "check: rc $?" | tee -a "$LOG"
 fi
