@@ -224,6 +224,16 @@ def check_problem(problem: Problem, max_t: int = CHECK_MAX_T, max_h: int = CHECK
     return problem.replace(B=1, T=min(problem.T, max_t), H=min(problem.H, max_h))
 
 
+def grow_until_valid(small: Problem, full: Problem, valid: Callable[[Problem], bool]) -> Problem:
+    """``small`` with T doubled (up to ``full``'s) until ``valid`` accepts it: a config the full
+    problem admits may not fit a reduced one (``segments`` needs whole chunks per piece), and
+    checking there would fail a good config or check another one."""
+    while small.T < full.T and not valid(small):
+        T = min(full.T, 2 * small.T)
+        small = small.replace(T=T, num_seqs=min(full.num_seqs, T) if full.varlen else 0)
+    return small
+
+
 #: Autograd through the float64 recurrence keeps about this many [N, H, K, V] float64 states a step.
 _STATES_PER_STEP = 8
 GRAD_CHECK_BUDGET_BYTES = 8 * 2**30
@@ -447,6 +457,10 @@ def bench_target(target: Target, problem: Problem, refs: References, opts: Bench
             small = check_problem(problem, max_t=opts.check_max_t)
             # the gradients of the config that is timed, not of the one the small problem would get
             timed = None if target.is_baseline else target.config_for(problem)
+            if timed is not None:  # longer, where the timed config does not fit the small problem
+                from eda_tune.backends import get_backend
+
+                small = grow_until_valid(small, problem, lambda p: get_backend(target.name).check_config(p, timed)[0])
             check = check_target(replace(target, pinned=timed), small, refs, opts.seed)
             checks["bwd"] = _brief(check, small)
         row["check"] = checks

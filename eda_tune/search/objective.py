@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from eda_tune.backends import Backend, get_backend, register
+from eda_tune.bench.runner import grow_until_valid
 from eda_tune.bench.timing import time_fn
 from eda_tune.checking import make_inputs, reference_outputs, run_and_check
 from eda_tune.errors import EdaInputError
@@ -126,10 +127,17 @@ def _check_forward(kernel: Any, problem: Problem, seed: int, check_heads: int) -
     return res, full
 
 
-def reduced_problem(problem: Problem, check_heads: int, check_T: int) -> Problem:
+def reduced_problem(problem: Problem, check_heads: int, check_T: int, backend: Backend | None = None,
+                    config: Config | None = None) -> Problem:
+    """The problem a training trial's gradients are checked at: one sequence (varlen: as many
+    as fit) of at most ``check_T`` tokens and ``check_heads`` heads; with ``backend`` and
+    ``config``, longer where the config does not fit that (``grow_until_valid``)."""
     T = min(problem.T, check_T)
     num_seqs = min(problem.num_seqs, T) if problem.varlen else 0
-    return problem.replace(B=1, H=min(problem.H, max(check_heads, 1)), T=T, num_seqs=num_seqs)
+    small = problem.replace(B=1, H=min(problem.H, max(check_heads, 1)), T=T, num_seqs=num_seqs)
+    if backend is None or config is None:
+        return small
+    return grow_until_valid(small, problem, lambda p: backend.check_config(p, config)[0])
 
 
 def evaluate(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -154,7 +162,7 @@ def evaluate(job: Mapping[str, Any]) -> dict[str, Any]:
         phase = "check"
         t0 = time.perf_counter()
         if problem.training:
-            small_p = reduced_problem(problem, check_heads, int(job.get("check_T", 1024)))
+            small_p = reduced_problem(problem, check_heads, int(job.get("check_T", 1024)), backend, config)
             small_kernel = backend.build(small_p, config)
             small_in = make_inputs(small_p, seed, requires_grad=True)
 
