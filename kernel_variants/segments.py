@@ -20,8 +20,8 @@ so each sequence is cut into ``segments`` pieces (whole chunks) and:
 Three times the work of one pass, spread over ``segments`` times as many programs: it pays when
 the sequential kernels leave most of the GPU idle. With gradients, ``run_segmented`` lets autograd
 run through the three steps (the chunk kernels' own backward, the loop's in PyTorch). A backend
-whose backward takes the pieces as sequences can do better (the Triton backend's
-``SegmentedEdaFunction``): the forward keeps each piece's entering state and A, the backward
+whose backward takes the pieces as sequences can do better (``PiecesFunction``, used by both
+backends): the forward keeps each piece's entering state and A, the backward
 recomputes from those, and its state-gradient scan needs the gradient leaving each piece, which
 ``exit_gradients`` gives from one scan with none (dL/dS_start = A^T dL/dS_end + the piece's own
 part); a second scan with them gives the exact per-chunk gradients, so only that scan runs twice.
@@ -30,10 +30,37 @@ part); a second scan with them gives the exact per-chunk gradients, so only that
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import torch
+
+from eda_tune.backends.base import Backend
+from eda_tune.problem import Config, Problem
+
+
+def default_pieces(problem: Problem, BV: int, max_programs: int) -> int:
+    """Pieces per sequence for a default config: the state recurrence runs one program per
+    (sequence, head, V tile); with ``max_programs`` or fewer of them and sequences of 16K tokens or
+    more (the mean, for varlen), cut each sequence so that about 256 programs run (at most 16
+    pieces); otherwise 1. The backends' measurements are in their ``default_config``."""
+    N = problem.num_seqs or problem.B
+    programs = N * problem.H * -(-problem.V // BV)
+    length = problem.T // problem.num_seqs if problem.num_seqs else problem.T
+    if programs > max_programs or length < 16384:
+        return 1
+    seg = 1
+    while seg < 16 and programs * seg * 2 <= 256:
+        seg *= 2
+    return seg
+
+
+def with_segments(backend: Backend, problem: Problem, cfg: Config, segments: int) -> Config:
+    """``cfg`` with ``segments`` where the backend's space admits that for ``problem``, else ``cfg``."""
+    if segments == cfg["segments"]:
+        return cfg
+    values = {**cfg.to_dict(), "segments": segments}
+    return Config.from_dict(values) if backend.check_config(problem, values)[0] else cfg
 
 
 def segment_bounds(bounds: tuple[int, ...], segments: int, BT: int) -> tuple[tuple[int, ...], list[int]]:
@@ -154,11 +181,13 @@ def cut(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor, g: t
 PackedRun = Callable[..., tuple[torch.Tensor | None, torch.Tensor | None]]
 
 
-def run_segmented(run: PackedRun, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
-                  g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, h0: torch.Tensor | None,
-                  output_final_state: bool, seqlens: tuple[int, ...] | None, segments: int, BT: int
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The three steps above through ``run`` (both passes on every piece at once)."""
+def segmented_forward(run: PackedRun, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
+                      g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, h0: torch.Tensor | None,
+                      seqlens: tuple[int, ...] | None, segments: int, BT: int
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Pieces]:
+    """The three steps above through ``run`` (both passes on every piece at once): the output
+    [B, T, H, V], the final states [N, H, K, V], the state entering each piece [NS, H, K, V], each
+    piece's A [NS, H, K, K] and the pieces."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     p = cut(q, k, v, e, g, beta, gamma, seqlens, segments, BT)
@@ -169,4 +198,60 @@ def run_segmented(run: PackedRun, q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     starts, final = entering_states(ht_ext, p.index, p.flat, V, h0, p.N, H, K)
     o, _ = run(p.q, p.k, p.v, p.e, p.g, p.beta, p.gamma, starts, False, True, p.seg, p.cu)
     assert o is not None
-    return o.reshape(B, T, H, V), (final if output_final_state else None)
+    return o.reshape(B, T, H, V), final, starts, ht_ext[..., V:], p
+
+
+def run_segmented(run: PackedRun, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
+                  g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, h0: torch.Tensor | None,
+                  output_final_state: bool, seqlens: tuple[int, ...] | None, segments: int, BT: int
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``segmented_forward``'s output and final state (with a differentiable ``run``, autograd
+    runs through both passes and the loop)."""
+    o, final, _, _, _ = segmented_forward(run, q, k, v, e, g, beta, gamma, h0, seqlens, segments, BT)
+    return o, (final if output_final_state else None)
+
+
+#: ``forward(q, k, v, e, g, beta, gamma, h0)`` without gradients: ``segmented_forward``'s five
+#: results (a backend may run the passes its own way)
+PiecesForward = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Pieces]]
+#: ``backward(q, k, v, e, g, beta, gamma, starts, seg, cu, do, exit_grads)`` on packed inputs with
+#: the pieces as sequences (initial states ``starts``): the backend's backward, whose state-gradient
+#: scan takes the gradients leaving the pieces from ``exit_grads`` (see ``exit_gradients``); returns
+#: the packed gradients of q, k, v, e, g, beta, gamma and of each piece's initial state
+PiecesBackward = Callable[..., Sequence[torch.Tensor | None]]
+
+
+class PiecesFunction(torch.autograd.Function):
+    """A segmented call whose backward runs once over the pieces: the forward keeps each piece's
+    entering state and A (``K * (V + K)`` floats a piece and head), the backward recomputes from
+    the entering states and needs only its state-gradient scan twice (module docstring)."""
+
+    @staticmethod
+    def forward(ctx: Any, forward: PiecesForward, backward: PiecesBackward, q: torch.Tensor, k: torch.Tensor,
+                v: torch.Tensor, e: torch.Tensor, g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor,
+                h0: torch.Tensor | None, output_final_state: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        o, final, starts, maps, pc = forward(q, k, v, e, g, beta, gamma, h0)
+        ctx.save_for_backward(q, k, v, e, g, beta, gamma, h0, starts, maps.contiguous())
+        ctx.backward = backward
+        ctx.pieces = (pc.seg, pc.cu, pc.index, pc.flat, pc.N)
+        return o, (final if output_final_state else None)
+
+    @staticmethod
+    def backward(ctx: Any, do: torch.Tensor | None, dht: torch.Tensor | None) -> tuple[Any, ...]:
+        q, k, v, e, g, beta, gamma, h0, starts, maps = ctx.saved_tensors
+        seg, cu, index, flat, N = ctx.pieces
+        B, T, H, _ = q.shape
+        do = torch.zeros_like(v) if do is None else do
+
+        def pack(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.reshape(1, B * T, H, *x.shape[3:])
+
+        def leaving(enter_grads: torch.Tensor) -> torch.Tensor:
+            return exit_gradients(enter_grads, maps, index, flat, dht, N)
+
+        *grads, dh0p = ctx.backward(*(pack(x) for x in (q, k, v, e, g, beta, gamma)), starts, seg, cu,
+                                    pack(do).contiguous(), leaving)  # type: ignore[union-attr]
+        shapes = [x.shape if x is not None else None for x in (q, k, v, e, g, beta, gamma)]
+        out = [gx.reshape(shp) if gx is not None and shp is not None else None for gx, shp in zip(grads, shapes)]
+        dh0 = dh0p[index[:, 0]].to(h0.dtype) if h0 is not None and dh0p is not None else None
+        return (None, None, *out, dh0, None)

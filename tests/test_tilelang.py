@@ -140,6 +140,9 @@ BWD_CASES = {
                                                                           "design": "tm"}),
     "segments": (dict(B=2, T=71, H=2, K=16, V=32, initial_state=True, final_state=True),
                  {"BT": 16, "BK": 32, "BV": 32, "segments": 2}),
+    # varlen sequences of 1-2 pieces (padded steps of the exit-gradient loop), l2norm, no gate
+    "segments-varlen-l2norm-nogate": (dict(B=1, T=90, H=2, K=16, V=16, num_seqs=3, l2norm=True, gate=False,
+                                           initial_state=True), {"BT": 16, "BK": 32, "BV": 32, "segments": 2}),
 }
 
 
@@ -303,3 +306,32 @@ def test_sample_builds_with_nvcc() -> None:
             with target:
                 kernel = tilelang.compile(gen(kp, tun, "gpu"), target=target, execution_backend="tvm_ffi")
             assert "__global__" in kernel.get_kernel_source()
+
+
+def test_segments_backward_runs_once_over_the_pieces() -> None:
+    """With gradients, a segmented call is one autograd node whose backward runs over the pieces
+    (kernel_variants.segments.PiecesFunction), not autograd through both passes."""
+    from eda_tune.checking import make_inputs
+    from eda_tune.ops import chunk_eda
+
+    problem = Problem(B=1, T=70, H=1, K=16, V=16, dtype="float32", training=True, device="cpu")
+    x = make_inputs(problem, seed=3, requires_grad=True)
+    o, _ = chunk_eda(**x, backend="tilelang", config={"BT": 16, "BK": 32, "BV": 32, "segments": 2})
+    assert "PiecesFunction" in type(o.grad_fn).__name__
+
+
+def test_default_segments_follow_the_problem() -> None:
+    """The default cuts sequences where few programs run the recurrence on long sequences (S4: 16
+    programs, 16 pieces, measured faster), not S1, S2 (slower cut) or K = V = 256 (V + K > 256)."""
+    be = _backend()
+
+    def seg(**kw: Any) -> int:
+        problem = Problem(**{"dtype": "bfloat16", "device": "cuda", "K": 128, "V": 128, **kw})
+        return int(be.default_config(problem)["segments"])
+
+    assert seg(B=1, T=32768, H=8) == 16           # S4
+    assert seg(B=1, T=32768, H=8, training=True) == 1  # its backward over the pieces: not on a GPU yet
+    assert seg(B=2, T=16384, H=16) == 1           # S2: 64 programs
+    assert seg(B=8, T=4096, H=16) == 1            # S1
+    assert seg(B=1, T=4096, H=8) == 1             # short
+    assert seg(B=1, T=32768, H=2, K=256, V=256) == 1  # the widened pass would need V + K = 512

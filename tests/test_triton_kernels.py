@@ -313,15 +313,15 @@ def test_segments_backward_cases(case: str) -> None:
 
 
 def test_segments_backward_runs_once_over_the_pieces() -> None:
-    """With a Triton intra-chunk backward, the segmented call is one autograd node (the backward
-    over the pieces), not autograd through both passes."""
+    """With a Triton intra-chunk backward, the segmented call is one autograd node (PiecesFunction: the
+    backward over the pieces), not autograd through both passes."""
     problem = Problem(B=1, T=40, H=1, K=16, V=16, dtype="float32", training=True, device=DEVICE)
     inputs = make_inputs(problem, seed=5, device=DEVICE, requires_grad=True)
     o, _ = _run(inputs, TritonParams(BT=16, BK=16, BV=16, segments=2))
-    assert "SegmentedEdaFunction" in type(o.grad_fn).__name__
+    assert "PiecesFunction" in type(o.grad_fn).__name__
     for kw in ({"bwd_intra": "torch"}, {"seg_bwd": "autograd"}):
         o, _ = _run(inputs, TritonParams(BT=16, BK=16, BV=16, segments=2, **kw))
-        assert "SegmentedEdaFunction" not in type(o.grad_fn).__name__
+        assert "PiecesFunction" not in type(o.grad_fn).__name__
 
 
 def test_segment_bounds() -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,7 +28,7 @@ from eda_tune.backends.base import Backend, EdaKernel
 from eda_tune.inputs import l2norm
 from eda_tune.problem import Config, Problem
 from eda_tune.search.space import DEFAULT_SMEM_LIMIT
-from kernel_variants.segments import run_segmented
+from kernel_variants.segments import PiecesFunction, default_pieces, run_segmented, segmented_forward, with_segments
 from kernel_variants.tilelang.kernels import (
     GENERATORS,
     KernelProblem,
@@ -289,10 +289,13 @@ def _forward(c: _Call, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: tor
     return o.to(out_dtype), final
 
 
-def _backward(c: _Call, inputs: list[torch.Tensor | None], do: torch.Tensor | None, dht: torch.Tensor | None
-              ) -> list[torch.Tensor | None]:
+def _backward(c: _Call, inputs: list[torch.Tensor | None], do: torch.Tensor | None, dht: torch.Tensor | None,
+              exit_grads: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[torch.Tensor | None]:
     """Gradients of q, k, v, e, g, beta, gamma, initial_state (see the module docstring). Rows of
-    a chunk in the kernels' erase-first order throughout."""
+    a chunk in the kernels' erase-first order throughout. ``exit_grads`` (the pieces of
+    ``segments`` as sequences): the state-gradient scan runs with no gradient leaving the
+    sequences, ``exit_grads`` maps what it leaves at their starts to the gradients leaving them
+    (``kernel_variants.segments.exit_gradients``), and it runs again with those."""
     q, k, v, e, g, beta, gamma, h0 = inputs
     assert q is not None and k is not None and v is not None and e is not None
     assert beta is not None and gamma is not None
@@ -344,6 +347,9 @@ def _backward(c: _Call, inputs: list[torch.Tensor | None], do: torch.Tensor | No
     (doc,), _, _, _ = _pack([dov], [], B, T, C, c.seqlens)
     dhs = torch.empty_like(hs)
     dh0 = torch.empty(N, H, Kp, Vp, dtype=torch.float32, device=q.device)
+    if exit_grads is not None:  # first scan: each piece's own part of the gradient entering it
+        kernel("dstates")(W, Kd, Qg, Aqk, dec, doc, offsets, _pad_state(None, N, H, Kp, Vp, q.device), dhs, dh0)
+        dht = exit_grads(dh0[:, :, :K, :V])
     kernel("dstates")(W, Kd, Qg, Aqk, dec, doc, offsets, _pad_state(dht, N, H, Kp, Vp, q.device), dhs, dh0)
     # the per-chunk gradients of W, U, Qg, Aqk, Kd and the decay, every chunk in parallel
     f32 = torch.float32
@@ -403,13 +409,25 @@ def make_forward(problem: Problem, config: Config) -> EdaKernel:
         xs = (q, k, v, e, g, beta, gamma, initial_state)
         grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in xs)
         if segments > 1:
-            def pieces(qf, kf, vf, ef, gf, bf, gmf, hs, final, need_o, seg, cu):  # type: ignore[no-untyped-def]
-                cs = replace(c, output_final_state=bool(final), seqlens=list(seg))
-                return _TileLangEda.apply(cs, qf, kf, vf, ef, gf, bf, gmf, hs) if grad else \
-                    _forward(cs, qf, kf, vf, ef, gf, bf, gmf, hs)
+            bounds = tuple(seqlens) if seqlens is not None else None
+            BT = int(config["BT"])
 
-            return run_segmented(pieces, q, k, v, e, g, beta, gamma, initial_state, bool(output_final_state),
-                                 tuple(seqlens) if seqlens is not None else None, segments, int(config["BT"]))
+            def pieces(qf, kf, vf, ef, gf, bf, gmf, hs, final, need_o, seg, cu):  # type: ignore[no-untyped-def]
+                return _forward(replace(c, output_final_state=bool(final), seqlens=list(seg)),
+                                qf, kf, vf, ef, gf, bf, gmf, hs)
+
+            if not grad:
+                return run_segmented(pieces, *xs, bool(output_final_state), bounds, segments, BT)
+
+            # one backward over the pieces (kernel_variants.segments.PiecesFunction)
+            def forward(*ins):  # type: ignore[no-untyped-def]
+                return segmented_forward(pieces, *ins, bounds, segments, BT)
+
+            def backward(qf, kf, vf, ef, gf, bf, gmf, starts, seg, cu, do, exit_grads):  # type: ignore[no-untyped-def]
+                return _backward(replace(c, output_final_state=False, seqlens=list(seg)),
+                                 [qf, kf, vf, ef, gf, bf, gmf, starts], do, None, exit_grads=exit_grads)
+
+            return PiecesFunction.apply(forward, backward, *xs, bool(output_final_state))
         if grad:
             o, final = _TileLangEda.apply(c, *xs)
             return o, (final if output_final_state else None)
@@ -445,6 +463,17 @@ class TileLangBackend(Backend):
             if major < 8:
                 return False, f"tilelang kernels need sm_80 or newer, got sm_{major}x"
         return True, ""
+
+    def default_config(self, problem: Problem) -> Config:
+        """The search space's default, cut into ``segments`` where 32 or fewer programs run the
+        recurrence on sequences of 16K tokens or more (``kernel_variants.segments.default_pieces``;
+        S4, 16 programs: forward 8.49 -> 5.22 ms with 16 pieces on an H200, run 40; S2, 64
+        programs, was slower cut: 8.98 against 5.10 with 16 pieces), where the space admits it.
+        Forward only for now: the backward over the pieces has run on CPU, not on a GPU."""
+        cfg = super().default_config(problem)
+        if problem.training:
+            return cfg
+        return with_segments(self, problem, cfg, default_pieces(problem, int(cfg["BV"]), max_programs=32))
 
     def constraint_vars_names(self) -> list[str]:
         return ["intra_smem", "recurrence_smem", "tm_smem", "recurrence_tm_smem", "states_smem", "dstates_smem",

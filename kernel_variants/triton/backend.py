@@ -8,6 +8,7 @@ from typing import Any
 
 from eda_tune.backends.base import Backend, EdaKernel
 from eda_tune.problem import Config, Problem
+from kernel_variants.segments import default_pieces, with_segments
 
 
 def triton_smem(BT: int, BK: int, BV: int, num_stages: int, K: int, dtype_bytes: int) -> int:
@@ -32,15 +33,7 @@ def default_segments(problem: Problem, BV: int) -> int:
     run 11) to 6.20 and S2 from 14.28 to 11.77. S1 (256 programs) is slower cut. Training and
     inference get the same rule (before the backward over the pieces, autograd through both passes
     made training at S2 slower cut, 23.5 ms)."""
-    N = problem.num_seqs or problem.B
-    programs = N * problem.H * -(-problem.V // BV)
-    length = problem.T // problem.num_seqs if problem.num_seqs else problem.T  # mean sequence length
-    if programs > 64 or length < 16384:
-        return 1
-    seg = 1
-    while seg < 16 and programs * seg * 2 <= 256:
-        seg *= 2
-    return seg
+    return default_pieces(problem, BV, max_programs=64)
 
 
 class TritonBackend(Backend):
@@ -82,12 +75,7 @@ class TritonBackend(Backend):
         """The search space's default, with ``segments`` chosen for the problem (see
         ``default_segments``) where the space admits it."""
         cfg = super().default_config(problem)
-        seg = default_segments(problem, int(cfg["BV"]))
-        if seg != cfg["segments"]:
-            values = {**cfg.to_dict(), "segments": seg}
-            if self.check_config(problem, values)[0]:
-                return Config.from_dict(values)
-        return cfg
+        return with_segments(self, problem, cfg, default_segments(problem, int(cfg["BV"])))
 
     def constraint_vars_names(self) -> list[str]:
         return ["triton_smem"]

@@ -6,10 +6,10 @@ is ``kernel_variants.segments``. This backend runs it on its own kernels: the ch
 (``delta: tm``) is shared by both passes, and the zero-valued columns are the state kernel's own
 (``v_pad``: no [T, H, V + K] copy).
 
-With gradients (``bwd_rec: split`` and a Triton intra-chunk backward) ``SegmentedEdaFunction``
-keeps each piece's entering state and A from the forward; its backward is the uncut backward with
-the pieces as sequences: the states are recomputed from the kept entering states, and the
-state-gradient scan runs twice (once for each piece's own part, then with the gradient leaving
+With gradients (``bwd_rec: split`` and a Triton intra-chunk backward)
+``kernel_variants.segments.PiecesFunction`` keeps each piece's entering state and A from the
+forward; its backward is the uncut backward with the pieces as sequences: the states are
+recomputed from the kept entering states, and the state-gradient scan runs twice (once for each piece's own part, then with the gradient leaving
 each piece from ``kernel_variants.segments.exit_gradients``); every other kernel of the backward
 runs once. Other backward configs let autograd run through the three steps
 (``kernel_variants.segments.run_segmented`` on ``ChunkEdaFunction``: about three backwards).
@@ -17,14 +17,12 @@ runs once. Other backward configs let autograd run through the three steps
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from kernel_variants.segments import Pieces, cut, entering_states, exit_gradients, run_segmented, segment_bounds
+from kernel_variants.segments import Pieces, PiecesFunction, cut, entering_states, run_segmented, segment_bounds
 from kernel_variants.triton.chunk import ChunkEdaFunction, TritonParams, chunk_eda_bwd, chunk_eda_fwd
 
-__all__ = ["SegmentedEdaFunction", "chunk_eda_segmented", "segment_bounds"]
+__all__ = ["chunk_eda_segmented", "segment_bounds"]
 
 
 def _run_pieces(pc: Pieces, scale: float, h0: torch.Tensor | None, p: TritonParams, V: int
@@ -51,50 +49,6 @@ def _run_pieces(pc: Pieces, scale: float, h0: torch.Tensor | None, p: TritonPara
     return o, final, starts, ht_ext
 
 
-class SegmentedEdaFunction(torch.autograd.Function):
-    """The segmented forward, and a backward that runs once over the pieces (module docstring)."""
-
-    @staticmethod
-    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
-                g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, scale: float,
-                h0: torch.Tensor | None, output_final_state: bool, seqlens: tuple[int, ...] | None,
-                p: TritonParams) -> tuple[torch.Tensor, torch.Tensor | None]:
-        B, T, H, K = q.shape
-        V = v.shape[-1]
-        pc = cut(q, k, v, e, g, beta, gamma, seqlens, p.segments, p.BT)
-        o, final, starts, ht_ext = _run_pieces(pc, scale, h0, p, V)
-        maps = ht_ext[..., V:].contiguous()  # each piece's A [NS, H, K, K]
-        del ht_ext
-        ctx.save_for_backward(q, k, v, e, g, beta, gamma, h0, starts, maps)
-        ctx.scale, ctx.p = scale, p
-        ctx.pieces = (pc.seg, pc.cu, pc.index, pc.flat, pc.N)
-        return o.reshape(B, T, H, V), (final if output_final_state else None)
-
-    @staticmethod
-    def backward(ctx: Any, do: torch.Tensor | None, dht: torch.Tensor | None) -> tuple[Any, ...]:
-        q, k, v, e, g, beta, gamma, h0, starts, maps = ctx.saved_tensors
-        seg, cu, index, flat, N = ctx.pieces
-        B, T, H, K = q.shape
-        V = v.shape[-1]
-        TT = B * T
-        do = torch.zeros_like(v) if do is None else do
-
-        def pack(x: torch.Tensor) -> torch.Tensor:
-            return x.reshape(1, TT, H, -1) if x.dim() == 4 else x.reshape(1, TT, H)
-
-        def leaving(enter_grads: torch.Tensor) -> torch.Tensor:
-            return exit_gradients(enter_grads, maps, index, flat, dht, N)
-
-        dq, dk, dv, de, dg, dbeta, dgamma, dh0p = chunk_eda_bwd(
-            pack(q), pack(k), pack(v), pack(e), pack(g) if g is not None else None, pack(beta), pack(gamma),
-            ctx.scale, starts, cu, seg, pack(do).contiguous(), None, ctx.p, exit_grads=leaving)
-        assert dq is not None and dk is not None and dv is not None and de is not None
-        dh0 = dh0p[index[:, 0]].to(h0.dtype) if h0 is not None and dh0p is not None else None
-        return (dq.reshape(B, T, H, K), dk.reshape(B, T, H, K), dv.reshape(B, T, H, V), de.reshape(B, T, H, K),
-                dg.reshape(B, T, H) if dg is not None else None, dbeta.reshape(B, T, H) if dbeta is not None else None,
-                dgamma.reshape(B, T, H) if dgamma is not None else None, None, dh0, None, None, None)
-
-
 def chunk_eda_segmented(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
                         g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, scale: float,
                         h0: torch.Tensor | None, output_final_state: bool,
@@ -102,10 +56,20 @@ def chunk_eda_segmented(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: to
                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``chunk_eda_triton`` with each sequence cut into ``p.segments`` pieces run in parallel."""
     tensors = (q, k, v, e, g, beta, gamma, h0)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
     if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors):
         if p.seg_bwd == "pieces" and p.bwd_rec == "split" and p.bwd_intra in ("triton", "triton2", "fused"):
-            o, ht = SegmentedEdaFunction.apply(q, k, v, e, g, beta, gamma, scale, h0, output_final_state,
-                                               seqlens, p)
+            def forward(qf, kf, vf, ef, gf, bf, gmf, h0f):  # type: ignore[no-untyped-def]
+                pc = cut(qf, kf, vf, ef, gf, bf, gmf, seqlens, p.segments, p.BT)
+                o, final, starts, ht_ext = _run_pieces(pc, scale, h0f, p, V)
+                return o.reshape(B, T, H, V), final, starts, ht_ext[..., V:], pc
+
+            def backward(qf, kf, vf, ef, gf, bf, gmf, starts, seg, cu, do, exit_grads):  # type: ignore[no-untyped-def]
+                return chunk_eda_bwd(qf, kf, vf, ef, gf, bf, gmf, scale, starts, cu, seg, do, None, p,
+                                     exit_grads=exit_grads)
+
+            o, ht = PiecesFunction.apply(forward, backward, q, k, v, e, g, beta, gamma, h0, output_final_state)
             return o, ht
 
         def run(qf, kf, vf, ef, gf, bf, gmf, hs, final, need_o, seg, cu):  # type: ignore[no-untyped-def]
@@ -113,8 +77,6 @@ def chunk_eda_segmented(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: to
 
         return run_segmented(run, q, k, v, e, g, beta, gamma, h0, output_final_state, seqlens, p.segments,
                              p.BT)
-    B, T, H, K = q.shape
-    V = v.shape[-1]
     pc = cut(q, k, v, e, g, beta, gamma, seqlens, p.segments, p.BT)
     o, final, _, _ = _run_pieces(pc, scale, h0, p, V)
     return o.reshape(B, T, H, V), (final if output_final_state else None)
