@@ -2,8 +2,12 @@
 from the cubin (the cuobjdump bundled with triton): a check that a kernel change compiles for
 Hopper, and what it does to register pressure, on a machine with no GPU.
 
-    python3 benchmarks/compile_probe.py      # the backward grad/intra/fused kernels, fp32 and 16-bit scratch
+    python3 benchmarks/compile_probe.py            # the backward's kernels at S1 (K = V = 128, BV 64)
+    python3 benchmarks/compile_probe.py --shape S5 # at S5's default (K = V = 256, BV 32)
+
+Both with fp32 and 16-bit per-chunk scratch; the state kernels (recompute, dS) once.
 """
+import argparse
 import os
 import subprocess
 import sys
@@ -17,9 +21,10 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from kernel_variants.triton import chunk_bwd as cb  # noqa: E402
+from kernel_variants.triton import chunk_fwd as cf_  # noqa: E402
 
 
-def probe(fn, types, consts, label):
+def probe(fn, types, consts, label, num_warps=4, num_stages=2):
     names = fn.arg_names
     sig = {n: types.get(n, "constexpr") for n in names}
     cst = {}
@@ -28,7 +33,7 @@ def probe(fn, types, consts, label):
             sig[n] = "constexpr"
             cst[(i,)] = consts[n]
     src = ASTSource(fn=fn, signature=sig, constexprs=cst)
-    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 2})
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": num_stages})
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(k.asm["cubin"])
         path = f.name
@@ -37,9 +42,9 @@ def probe(fn, types, consts, label):
     line = [l for l in out.splitlines() if "REG" in l]
     print(label, line[0].strip() if line else out[-300:])
 
-def run(scratch):
+def run(scratch, K, BV, BVG, states):
     s = "*bf16" if scratch == "half" else "*fp32"
-    common = {"H": 16, "K": 128, "V": 128, "BT": 16, "BK": 128, "BV": 64, "IS_VARLEN": False,
+    common = {"H": 16, "K": K, "V": K, "BT": 16, "BK": K, "BV": BVG, "IS_VARLEN": False,
               "PREC": "tf32", "DT": tl.bfloat16, "USE_G": True}
     t = {n: "*bf16" for n in ("h", "dh", "w", "u", "do", "q", "k", "e", "v")}
     t.update({n: s for n in ("du", "dw", "dqg", "daqk", "dkd")})
@@ -47,14 +52,25 @@ def run(scratch):
               "cu_seqlens": "*i32", "chunk_indices": "*i32", "T": "i32", "NCT": "i32",
               "dq": "*bf16", "dk": "*bf16", "de": "*bf16", "dv": "*bf16", "dg": "*fp32",
               "dbeta": "*fp32", "dgamma": "*fp32"})
-    probe(cb.eda_bwd_grad_kernel, t, common, f"grad  scratch={scratch}")
-    ci = dict(common, BK=64, LOG2N=5)
+    probe(cb.eda_bwd_grad_kernel, t, dict(common, BV=BVG), f"grad  scratch={scratch} BV={BVG}", num_stages=3)
+    ci = dict(common, BK=64, BV=BV, LOG2N=5)
     probe(cb.eda_bwd_intra_kernel, t, ci, f"intra scratch={scratch}")
-    probe(cb.eda_bwd_intra2_kernel, t, dict(common, BK=64, LOG2N=4), f"intra2 scratch={scratch}")
+    probe(cb.eda_bwd_intra2_kernel, t, dict(common, BK=64, BV=BV, LOG2N=4), f"intra2 scratch={scratch}")
     t.update({"NBH": "i32"})
-    cf = dict(common, BKG=128, BVG=32, BK=64, BV=64, LOG2N=5)
+    cf = dict(common, BKG=K, BVG=min(BVG, BV), BK=64, BV=BV, LOG2N=5)
     probe(cb.eda_bwd_fused_kernel, t, cf, f"fused scratch={scratch}")
+    if states:
+        st = dict(t, dht="*fp32", dh0="*fp32", chunk_offsets="*i32", kd="*bf16", dec="*fp32", vn="*bf16",
+                  h0="*fp32", ht="*fp32", o="*bf16")
+        probe(cb.eda_bwd_dh_kernel, st, dict(common, BV=BV, USE_DHT=True), f"dh (dS scan) BV={BV}", num_stages=3)
+        probe(cf_.eda_fwd_h_kernel, st, dict(common, BV=BV, USE_KD=False, STORE_H=True, STORE_VN=False, FUSE_O=False,
+                                             USE_H0=False, STORE_HT=False), f"h (states recompute) BV={BV}")
+
 
 if __name__ == "__main__":
-    for scratch in ("fp32", "half"):
-        run(scratch)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", choices=["S1", "S5"], default="S1")
+    a = ap.parse_args()
+    K, BV = (256, 32) if a.shape == "S5" else (128, 64)
+    for i, scratch in enumerate(("fp32", "half")):
+        run(scratch, K, BV, 32, states=i == 0)

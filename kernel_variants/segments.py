@@ -104,15 +104,21 @@ def entering_states(ht_ext: torch.Tensor, index: torch.Tensor, flat: torch.Tenso
     dev = ht_ext.device
     width = index.shape[1]
     eye = torch.eye(K, dtype=ht_ext.dtype, device=dev).expand(1, H, K, K)
-    A = torch.cat([ht_ext[..., V:], eye], 0)[index]                              # [N, width, H, K, K]
-    Bm = torch.cat([ht_ext[..., :V], ht_ext.new_zeros(1, H, K, V)], 0)[index]    # [N, width, H, K, V]
-    S = h0.to(ht_ext.dtype) if h0 is not None else ht_ext.new_zeros(N, H, K, V)
+    # step-major ([width, N * H, ...]): one batched multiply-add (baddbmm) a step, on contiguous slices
+    A = torch.cat([ht_ext[..., V:], eye], 0)[index.t()].flatten(1, 2)                   # [width, N*H, K, K]
+    Bm = torch.cat([ht_ext[..., :V], ht_ext.new_zeros(1, H, K, V)], 0)[index.t()].flatten(1, 2)
+    S = h0.to(ht_ext.dtype).reshape(N * H, K, V) if h0 is not None else ht_ext.new_zeros(N * H, K, V)
     entering = []
     for j in range(width):  # padded steps (A = I, B = 0) leave S as it is
         entering.append(S)
-        S = torch.matmul(A[:, j], S) + Bm[:, j]
-    starts = torch.stack(entering, 1).flatten(0, 1)[flat]                       # [NS, H, K, V]
-    return starts, S
+        S = torch.baddbmm(Bm[j], A[j], S)
+    starts = _piece_major(torch.stack(entering), N, H)[flat]                          # [NS, H, K, V]
+    return starts, S.reshape(N, H, K, V)
+
+
+def _piece_major(x: torch.Tensor, N: int, H: int) -> torch.Tensor:
+    """[width, N * H, K, V] per step -> [N * width, H, K, V] in the padded piece order of ``plan``."""
+    return x.unflatten(1, (N, H)).transpose(0, 1).flatten(0, 1)
 
 
 def exit_gradients(enter_grads: torch.Tensor, maps: torch.Tensor, index: torch.Tensor, flat: torch.Tensor,
@@ -128,14 +134,16 @@ def exit_gradients(enter_grads: torch.Tensor, maps: torch.Tensor, index: torch.T
     width = index.shape[1]
     dev = enter_grads.device
     eye = torch.eye(K, dtype=torch.float32, device=dev).expand(1, H, K, K)
-    At = torch.cat([maps.float().transpose(-1, -2), eye], 0)[index]                # [N, width, H, K, K]
-    C = torch.cat([enter_grads.float(), enter_grads.new_zeros(1, H, K, V, dtype=torch.float32)], 0)[index]
-    G = dht.float() if dht is not None else torch.zeros(N, H, K, V, dtype=torch.float32, device=dev)
+    At = torch.cat([maps.float().transpose(-1, -2), eye], 0)[index.t()].flatten(1, 2)    # [width, N*H, K, K]
+    C = torch.cat([enter_grads.float(), enter_grads.new_zeros(1, H, K, V, dtype=torch.float32)], 0)
+    C = C[index.t()].flatten(1, 2)                                                       # [width, N*H, K, V]
+    G = (dht.float().reshape(N * H, K, V) if dht is not None
+         else torch.zeros(N * H, K, V, dtype=torch.float32, device=dev))
     leaving = [G] * width
     for j in reversed(range(width)):  # padded steps (A = I, nothing of their own) pass G on
         leaving[j] = G
-        G = torch.matmul(At[:, j], G) + C[:, j]
-    return torch.stack(leaving, 1).flatten(0, 1)[flat]
+        G = torch.baddbmm(C[j], At[j], G)
+    return _piece_major(torch.stack(leaving), N, H)[flat]
 
 
 class Pieces(NamedTuple):
