@@ -335,3 +335,18 @@ def test_default_segments_follow_the_problem() -> None:
     assert seg(B=8, T=4096, H=16) == 1            # S1
     assert seg(B=1, T=4096, H=8) == 1             # short
     assert seg(B=1, T=32768, H=2, K=256, V=256) == 1  # the widened pass would need V + K = 512
+
+
+@pytest.mark.gpu
+def test_gpu_segments_forward_backward() -> None:
+    """On a GPU (bf16): 8 pieces, the backward over the pieces, every gradient (the initial and
+    final state's too) against the float64 recurrence, within bf16's tolerance."""
+    from eda_tune.checking import run_and_check
+    from eda_tune.ops import chunk_eda
+
+    problem = Problem(B=1, T=2000, H=4, K=128, V=128, dtype="bfloat16", initial_state=True, final_state=True,
+                      training=True, device="cuda")
+    res = run_and_check(lambda **x: chunk_eda(**x, backend="tilelang", config={"segments": 8}), problem,
+                        seed=23, grads=True)
+    assert res.ok, res.reason
+    assert max(res.errors.values()) < 2e-2, res.errors
