@@ -1,5 +1,10 @@
-"""Throwaway probe: which backward kernel faults at BT=64 (seed {BT: 64, BV: 32, fuse_o: false,
-num_warps: 8, warps_h: 8}) on the GPU. Each case in its own process (a fault poisons the context)."""
+"""Probe: which part of the Triton backward faults at BT=64 (the seed {BT: 64, BV: 32, fuse_o: false,
+num_warps: 8, warps_h: 8} failed every training study with an illegal memory access, run 42) on a
+GPU. Each case and stage of ``chunk_eda_bwd_triton`` (1: recompute, 2: + dS scan and grad kernel,
+3: + intra kernel) in its own process with CUDA_LAUNCH_BLOCKING=1 (a fault poisons the context).
+
+    python3 benchmarks/probe_bt64.py     # run 44: results/bench/probe_bt64_h200_run44.txt
+"""
 import json
 import os
 import subprocess
