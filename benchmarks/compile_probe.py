@@ -33,7 +33,8 @@ def probe(fn, types, consts, label, num_warps=4, num_stages=2):
             sig[n] = "constexpr"
             cst[(i,)] = consts[n]
     src = ASTSource(fn=fn, signature=sig, constexprs=cst)
-    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": num_stages})
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": num_warps, "num_stages": num_stages})
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(k.asm["cubin"])
         path = f.name

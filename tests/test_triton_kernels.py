@@ -418,3 +418,17 @@ def test_gpu_bf16_half_scratch() -> None:
     problem = Problem(B=2, T=300, H=4, K=128, V=128, dtype="bfloat16", initial_state=True,
                       final_state=True, training=True, device="cuda")
     _check(problem, TritonParams(bwd_scratch="half"), seed=24, grads=True, tol=2e-2)
+
+
+def test_warps_grad_is_a_training_tunable() -> None:
+    """``warps_grad`` (the per-chunk gradient kernel's warps; 0: warps_bwd) reaches the kernel
+    parameters, and the space admits 8 only for the split backward when training."""
+    backend = TritonBackend()
+    fwd = Problem(B=4, T=4096, H=8, K=256, V=256, dtype="bfloat16", device="cuda")
+    train = fwd.replace(training=True)
+    cfg = {**backend.default_config(train).to_dict(), "warps_grad": 8}
+    assert backend.check_config(train, cfg)[0]
+    assert not backend.check_config(fwd, cfg)[0]
+    assert not backend.check_config(train, {**cfg, "bwd_intra": "fused"})[0]
+    assert TritonParams.from_config(backend.resolve_config(train, cfg)).warps_grad == 8
+    assert TritonParams.from_config(backend.default_config(train)).warps_grad == 0

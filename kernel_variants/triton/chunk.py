@@ -104,7 +104,7 @@ class TritonParams:
                    bwd_rec=str(config["bwd_rec"]), warps_bwd=int(config["warps_bwd"]),
                    segments=int(config["segments"]), bwd_scratch=str(config["bwd_scratch"]),
                    bv_grad=int(config["bv_grad"]), stages_grad=int(config["stages_grad"]),
-                   stages_dh=int(config["stages_dh"]))
+                   stages_dh=int(config["stages_dh"]), warps_grad=int(config["warps_grad"]))
 
 
 def _pad_k(K: int) -> int:
