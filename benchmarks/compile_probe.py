@@ -54,6 +54,8 @@ def run(scratch, K, BV, BVG, states):
               "dq": "*bf16", "dk": "*bf16", "de": "*bf16", "dv": "*bf16", "dg": "*fp32",
               "dbeta": "*fp32", "dgamma": "*fp32"})
     probe(cb.eda_bwd_grad_kernel, t, dict(common, BV=BVG), f"grad  scratch={scratch} BV={BVG}", num_stages=3)
+    probe(cb.eda_bwd_grad_kernel, t, dict(common, BV=BVG), f"grad  scratch={scratch} BV={BVG} warps_grad=8",
+          num_warps=8, num_stages=3)
     ci = dict(common, BK=64, BV=BV, LOG2N=5)
     probe(cb.eda_bwd_intra_kernel, t, ci, f"intra scratch={scratch}")
     probe(cb.eda_bwd_intra2_kernel, t, dict(common, BK=64, BV=BV, LOG2N=4), f"intra2 scratch={scratch}")
