@@ -229,8 +229,7 @@ def grow_until_valid(small: Problem, full: Problem, valid: Callable[[Problem], b
     problem admits may not fit a reduced one (``segments`` needs whole chunks per piece), and
     checking there would fail a good config or check another one."""
     while small.T < full.T and not valid(small):
-        T = min(full.T, 2 * small.T)
-        small = small.replace(T=T, num_seqs=min(full.num_seqs, T) if full.varlen else 0)
+        small = small.replace(T=min(full.T, 2 * small.T))  # B, H and the number of sequences kept
     return small
 
 
