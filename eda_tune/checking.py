@@ -4,7 +4,7 @@ and ``eda-tune check`` share. Inputs are drawn the way models draw them (EDA_MAT
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,3 +192,12 @@ def run_and_check(fn: Any, problem: Problem, seed: int = 0, grads: bool | None =
         assert do is not None
         _outputs_loss(o, final, do, dfinal).backward()
     return check_outputs(problem, inputs, o, final, reference)
+
+
+def grow_until_valid(small: Problem, full: Problem, valid: Callable[[Problem], bool]) -> Problem:
+    """``small`` with T doubled (up to ``full``'s) until ``valid`` accepts it: a config the full
+    problem admits may not fit a reduced one (``segments`` needs whole chunks per piece), and
+    checking there would fail a good config or check another one."""
+    while small.T < full.T and not valid(small):
+        small = small.replace(T=min(full.T, 2 * small.T))  # B, H and the number of sequences kept
+    return small

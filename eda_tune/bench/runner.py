@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from eda_tune.bench.baselines import BASELINES, FlaBaseline
-from eda_tune.checking import make_inputs, reference_outputs, run_and_check
+from eda_tune.checking import grow_until_valid, make_inputs, reference_outputs, run_and_check
 from eda_tune.problem import Problem
 from eda_tune.shapes import NamedShape
 
@@ -222,15 +222,6 @@ def check_problem(problem: Problem, max_t: int = CHECK_MAX_T, max_h: int = CHECK
         t = min(problem.T, 2 * max_t)
         return problem.replace(T=t, H=min(problem.H, max_h), num_seqs=min(problem.num_seqs, 4, t))
     return problem.replace(B=1, T=min(problem.T, max_t), H=min(problem.H, max_h))
-
-
-def grow_until_valid(small: Problem, full: Problem, valid: Callable[[Problem], bool]) -> Problem:
-    """``small`` with T doubled (up to ``full``'s) until ``valid`` accepts it: a config the full
-    problem admits may not fit a reduced one (``segments`` needs whole chunks per piece), and
-    checking there would fail a good config or check another one."""
-    while small.T < full.T and not valid(small):
-        small = small.replace(T=min(full.T, 2 * small.T))  # B, H and the number of sequences kept
-    return small
 
 
 #: Autograd through the float64 recurrence keeps about this many [N, H, K, V] float64 states a step.

@@ -27,9 +27,8 @@ from typing import Any
 import torch
 
 from eda_tune.backends import Backend, get_backend, register
-from eda_tune.bench.runner import grow_until_valid
 from eda_tune.bench.timing import time_fn
-from eda_tune.checking import make_inputs, reference_outputs, run_and_check
+from eda_tune.checking import grow_until_valid, make_inputs, reference_outputs, run_and_check
 from eda_tune.errors import EdaInputError
 from eda_tune.problem import Config, Problem
 

@@ -107,6 +107,10 @@ class TritonParams:
                    stages_dh=int(config["stages_dh"]), warps_grad=int(config["warps_grad"]))
 
 
+#: ``bwd_intra`` values whose backward is ``chunk_eda_bwd_triton`` (it takes ``exit_grads``)
+TRITON_INTRA = ("triton", "triton2", "fused")
+
+
 def _pad_k(K: int) -> int:
     return max(16, triton.next_power_of_2(K))
 
@@ -295,7 +299,7 @@ def chunk_eda_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
                   ) -> tuple[torch.Tensor | None, ...]:
     """Gradients (dq, dk, dv, de, dg, dbeta, dgamma, dh0) given do [B, T, H, V] and dht
     (``exit_grads``: see ``chunk_eda_bwd_triton``; Triton intra-chunk backwards only)."""
-    if p.bwd_intra in ("triton", "triton2", "fused"):
+    if p.bwd_intra in TRITON_INTRA:
         return chunk_eda_bwd_triton(q, k, v, e, g, beta, gamma, scale, h0, cu_seqlens, seqlens, do,
                                     dht, p, exit_grads=exit_grads)
     if exit_grads is not None:
@@ -458,12 +462,14 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             PREC=p.precision, DT=dt, NATIVE=True, USE_G=use_g, ATOMIC=nv > 1, num_warps=p.warps_h,
             num_stages=ns)
 
+    store_dh = True  # false for the first of the two dS scans over pieces (exit_grads)
+
     def launch_dh(bv: int, ns: int) -> None:
         eda_bwd_dh_kernel[(triton.cdiv(V, bv), N * H)](
             w, do, dht_ if dht_ is not None else dummy, bufs["dh"], dh0, q, k, e, g_, scale, cu_seqlens,
             co, T, NCT, H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_DHT=dht_ is not None,
-            IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, num_warps=_override(p.warps_dh, p.warps_h),
-            num_stages=ns)
+            IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, STORE_DH=store_dh,
+            num_warps=_override(p.warps_dh, p.warps_h), num_stages=ns)
 
     def launch_grad(bv: int, ns: int) -> None:
         eda_bwd_grad_kernel[(NCT, B * H)](
@@ -483,9 +489,9 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
                     ddec=torch.empty(B, H, NCT, dtype=f32, device=q.device))
         if exit_grads is not None:
             # first pass: every piece's own contribution to the gradient entering it
-            dht_ = None
+            dht_, store_dh = None, False
             _with_fallback(launch_dh, _override(p.bv_dh, BV, V), _override(p.stages_dh, p.num_stages))
-            dht_ = exit_grads(dh0).to(f32).contiguous()
+            dht_, store_dh = exit_grads(dh0).to(f32).contiguous(), True
         _with_fallback(launch_dh, _override(p.bv_dh, BV, V), _override(p.stages_dh, p.num_stages))
         if not fused:
             _with_fallback(launch_grad, _override(p.bv_grad, BV, V), _override(p.stages_grad, p.num_stages))

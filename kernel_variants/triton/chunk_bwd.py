@@ -173,12 +173,13 @@ def eda_bwd_dh_kernel(
     w, do, dht, dh, dh0, q, k, e, g, scale, cu_seqlens, chunk_offsets, T, NCT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, USE_DHT: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
-    DT: tl.constexpr, USE_G: tl.constexpr,
+    DT: tl.constexpr, USE_G: tl.constexpr, STORE_DH: tl.constexpr = True,
 ):
     """The sequential part of the backward (config ``bwd_rec: split``): only dS, carried
     backwards through the chunks, dS <- Qg^T dO + dec dS - W^T (Aqk^T dO + Kd dS); stores the
     gradient of the state leaving each chunk (``dh``, the layout of the forward's ``h``) for
-    ``eda_bwd_grad_kernel``, and dS of the initial state."""
+    ``eda_bwd_grad_kernel`` (not with STORE_DH false: the first of the two scans over pieces,
+    which needs only dS of the initial state), and dS of the initial state."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, L, sc0 = _seq_coords(i_n, i_h, i_nh, T, NCT, cu_seqlens, chunk_offsets, IS_VARLEN)
@@ -198,7 +199,8 @@ def eda_bwd_dh_kernel(
         b_dS += tl.load(dht + i_nh * K * V + p_kv, mask=m_kv, other=0.)
     for i_t in range(NT - 1, -1, -1):
         sc = sc0 + i_t
-        tl.store(dh + sc * K * V + p_kv, b_dS.to(dh.dtype.element_ty), mask=m_kv)
+        if STORE_DH:
+            tl.store(dh + sc * K * V + p_kv, b_dS.to(dh.dtype.element_ty), mask=m_kv)
         b_kd, b_qg, b_a, b_dec = _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k, m_k,
                                                H, K, BT, USE_G, DT, PREC)
         m_t = (i_t * BT + o_t) < L

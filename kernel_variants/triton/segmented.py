@@ -9,9 +9,10 @@ is ``kernel_variants.segments``. This backend runs it on its own kernels: the ch
 With gradients (``bwd_rec: split`` and a Triton intra-chunk backward)
 ``kernel_variants.segments.PiecesFunction`` keeps each piece's entering state and A from the
 forward; its backward is the uncut backward with the pieces as sequences: the states are
-recomputed from the kept entering states, and the state-gradient scan runs twice (once for each piece's own part, then with the gradient leaving
-each piece from ``kernel_variants.segments.exit_gradients``); every other kernel of the backward
-runs once. Other backward configs let autograd run through the three steps
+recomputed from the kept entering states, and the state-gradient scan runs twice (once for each
+piece's own part, then with the gradient leaving each piece from
+``kernel_variants.segments.exit_gradients``); every other kernel of the backward runs once.
+Other backward configs let autograd run through the three steps
 (``kernel_variants.segments.run_segmented`` on ``ChunkEdaFunction``: about three backwards).
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from kernel_variants.segments import Pieces, PiecesFunction, cut, entering_states, run_segmented, segment_bounds
-from kernel_variants.triton.chunk import ChunkEdaFunction, TritonParams, chunk_eda_bwd, chunk_eda_fwd
+from kernel_variants.triton.chunk import TRITON_INTRA, ChunkEdaFunction, TritonParams, chunk_eda_bwd, chunk_eda_fwd
 
 __all__ = ["chunk_eda_segmented", "segment_bounds"]
 
@@ -59,7 +60,7 @@ def chunk_eda_segmented(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: to
     B, T, H, K = q.shape
     V = v.shape[-1]
     if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors):
-        if p.seg_bwd == "pieces" and p.bwd_rec == "split" and p.bwd_intra in ("triton", "triton2", "fused"):
+        if p.seg_bwd == "pieces" and p.bwd_rec == "split" and p.bwd_intra in TRITON_INTRA:
             def forward(qf, kf, vf, ef, gf, bf, gmf, h0f):  # type: ignore[no-untyped-def]
                 pc = cut(qf, kf, vf, ef, gf, bf, gmf, seqlens, p.segments, p.BT)
                 o, final, starts, ht_ext = _run_pieces(pc, scale, h0f, p, V)
