@@ -4,6 +4,8 @@
 #   SEG_S    benchmarks/gpu_segments.py: the segments switch checked, then timed at S4, S2, S1 with fla;
 #   BWD_S    benchmarks/gpu_triton_bwd_intra.py: the backward variants, checked, then timed at S1
 #            (BWD_TAGS: only these timing variants; BWD_CHECKS=0: no checks); $OUT/bwd_intra.json;
+#   ERR_S    benchmarks/grad_error.py: gradient errors of Triton variants beside fla's (ERR_VARIANTS,
+#            ERR_SEEDS); $OUT/grad_error.json;
 #   PROF_S   benchmarks/profile_kernels.py: each kernel's GPU time in one fwd+bwd step (torch.profiler)
 #            for PROF_BACKENDS (default tilelang,triton) at PROF_ONLY (default S1), then each of
 #            PROF_CONFIGS (space-separated BACKEND:key=value,...); $OUT/prof.json;
@@ -71,6 +73,10 @@ fi
 if [ "${BWD_S:-0}" -gt 0 ]; then
   OUT=$OUT timeout "$BWD_S" python3 benchmarks/gpu_triton_bwd_intra.py >> "$LOG" 2>&1
   echo "bwd variants: rc $?" | tee -a "$LOG"
+fi
+if [ "${ERR_S:-0}" -gt 0 ]; then
+  OUT=$OUT timeout "$ERR_S" python3 benchmarks/grad_error.py >> "$LOG" 2>&1
+  echo "grad error: rc $?" | tee -a "$LOG"
 fi
 if [ "${PROF_S:-0}" -gt 0 ]; then
   PROF_ARGS=()
