@@ -164,8 +164,6 @@ def main() -> None:
                 "bwdfuse_bvg64": {"bwd_intra": "fused", "bv_grad": 64},
                 # segments with gradients: one backward over the pieces (segmented.py), or autograd
                 # through both passes (seg_bwd: autograd, how every segments config trained before)
-                "ds32": {"ds_dot": "fp32"}, "ds32_half": {"ds_dot": "fp32", "bwd_scratch": "half"},
-                "grad_w8_ds32": {"warps_grad": 8, "ds_dot": "fp32"},
                 **{f"seg{n}": {"segments": n} for n in (1, 2, 4, 8, 16)},
                 **{f"seg{n}_autograd": {"segments": n, "seg_bwd": "autograd"} for n in (4, 8, 16)},
                 **{f"seg{n}_half": {"segments": n, "bwd_scratch": "half"} for n in (4, 8, 16)},

@@ -412,28 +412,6 @@ def test_backward_per_kernel_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen == {"eda_bwd_dh_kernel": {16}, "eda_bwd_grad_kernel": {32}, "eda_bwd_intra_kernel": {(16, 16)}}
 
 
-@pytest.mark.parametrize("segments", [1, 2])
-def test_backward_ds_dot_fp32(segments: int) -> None:
-    """``ds_dot: fp32`` (the dS scan's dots on the carried dS with float32 operands), uncut and over
-    pieces (both scans): every gradient matches the reference; a value other than half/fp32 is refused."""
-    problem = Problem(B=1, T=70, H=2, K=32, V=48, dtype="float32", initial_state=True, final_state=True,
-                      training=True, device=DEVICE)
-    _check(problem, TritonParams(BT=16, BK=32, BV=16, ds_dot="fp32", segments=segments), seed=31,
-           grads=True, tol=1e-5)
-    inputs = make_inputs(problem, seed=31, device=DEVICE, requires_grad=True)
-    o, _ = _run(inputs, TritonParams(BT=16, BK=32, BV=16, ds_dot="tf32"))
-    with pytest.raises(ValueError, match="ds_dot"):
-        o.float().sum().backward()
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
-def test_gpu_bf16_ds_dot_fp32() -> None:
-    problem = Problem(B=2, T=300, H=4, K=128, V=128, dtype="bfloat16", initial_state=True,
-                      final_state=True, training=True, device="cuda")
-    _check(problem, TritonParams(ds_dot="fp32"), seed=25, grads=True, tol=2e-2)
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 def test_gpu_bf16_half_scratch() -> None:

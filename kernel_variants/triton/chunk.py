@@ -93,9 +93,6 @@ class TritonParams:
     # segments > 1 with gradients: "pieces" (one backward over the pieces, segmented.py) or
     # "autograd" (through both passes; what every config did before; kept for timing them)
     seg_bwd: str = "pieces"
-    # the dS scan's dots that take the carried dS: "half" (16-bit operands, as every dot of a
-    # 16-bit problem) or "fp32" (float32 operands: tf32 under precision tf32); not searched
-    ds_dot: str = "half"
 
     @classmethod
     def from_config(cls, config: Any) -> TritonParams:
@@ -395,8 +392,6 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
     gradient of the state leaving each sequence is not known yet. The dS scan runs once with none,
     ``exit_grads`` maps the gradients it leaves at the sequences' starts to those leaving each
     sequence (``kernel_variants.segments.exit_gradients``), and the scan runs again with them."""
-    if p.ds_dot not in ("half", "fp32"):
-        raise ValueError(f"ds_dot must be 'half' or 'fp32', not {p.ds_dot!r}")
     B, T, H, K = q.shape
     V = v.shape[-1]
     BT = p.BT
@@ -473,7 +468,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
         eda_bwd_dh_kernel[(triton.cdiv(V, bv), N * H)](
             w, do, dht_ if dht_ is not None else dummy, bufs["dh"], dh0, q, k, e, g_, scale, cu_seqlens,
             co, T, NCT, H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_DHT=dht_ is not None,
-            IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, STORE_DH=store_dh, DS32=p.ds_dot == "fp32",
+            IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, STORE_DH=store_dh,
             num_warps=_override(p.warps_dh, p.warps_h), num_stages=ns)
 
     def launch_grad(bv: int, ns: int) -> None:

@@ -173,16 +173,13 @@ def eda_bwd_dh_kernel(
     w, do, dht, dh, dh0, q, k, e, g, scale, cu_seqlens, chunk_offsets, T, NCT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, USE_DHT: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
-    DT: tl.constexpr, USE_G: tl.constexpr, STORE_DH: tl.constexpr = True, DS32: tl.constexpr = False,
+    DT: tl.constexpr, USE_G: tl.constexpr, STORE_DH: tl.constexpr = True,
 ):
     """The sequential part of the backward (config ``bwd_rec: split``): only dS, carried
     backwards through the chunks, dS <- Qg^T dO + dec dS - W^T (Aqk^T dO + Kd dS); stores the
     gradient of the state leaving each chunk (``dh``, the layout of the forward's ``h``) for
     ``eda_bwd_grad_kernel`` (not with STORE_DH false: the first of the two scans over pieces,
-    which needs only dS of the initial state), and dS of the initial state. DS32: the dots that
-    take the carried dS (Kd dS, W^T dDelta) get float32 operands (tf32 under PREC "tf32") instead
-    of DT: dS is rounded to 16 bits once a chunk otherwise, and that error accumulates over the
-    chunks into the initial state's gradient (config ``ds_dot``)."""
+    which needs only dS of the initial state), and dS of the initial state."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, L, sc0 = _seq_coords(i_n, i_h, i_nh, T, NCT, cu_seqlens, chunk_offsets, IS_VARLEN)
@@ -210,16 +207,10 @@ def eda_bwd_dh_kernel(
         b_do = tl.load(do + ((bos + i_t * BT + o_t) * H + i_h)[:, None] * V + o_v[None, :],
                        mask=m_t[:, None] & m_v[None, :], other=0.).to(DT)
         b_w = tl.load(w + (sc * NR + o_r)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.).to(DT)
-        if DS32:
-            b_dd = (tl.dot(tl.trans(b_a), b_do, input_precision=PREC)
-                    + tl.dot(b_kd.to(tl.float32), b_dS, input_precision=PREC))
-            b_dS = (tl.dot(tl.trans(b_qg), b_do, input_precision=PREC) + b_dec * b_dS
-                    - tl.dot(tl.trans(b_w.to(tl.float32)), b_dd, input_precision=PREC))
-        else:
-            b_dd = (tl.dot(tl.trans(b_a), b_do, input_precision=PREC)
-                    + tl.dot(b_kd, b_dS.to(DT), input_precision=PREC))
-            b_dS = (tl.dot(tl.trans(b_qg), b_do, input_precision=PREC) + b_dec * b_dS
-                    - tl.dot(tl.trans(b_w), b_dd.to(DT), input_precision=PREC))
+        b_dd = (tl.dot(tl.trans(b_a), b_do, input_precision=PREC)
+                + tl.dot(b_kd, b_dS.to(DT), input_precision=PREC))
+        b_dS = (tl.dot(tl.trans(b_qg), b_do, input_precision=PREC) + b_dec * b_dS
+                - tl.dot(tl.trans(b_w), b_dd.to(DT), input_precision=PREC))
     tl.store(dh0 + i_nh * K * V + p_kv, b_dS, mask=m_kv)
 
 
