@@ -164,6 +164,9 @@ def main() -> None:
                 "bwdfuse_bvg64": {"bwd_intra": "fused", "bv_grad": 64},
                 # segments with gradients: one backward over the pieces (segmented.py), or autograd
                 # through both passes (seg_bwd: autograd, how every segments config trained before)
+                **{f"gk{n}": {"bk_grad": n} for n in (32, 64, 128)},
+                "gk64_half": {"bk_grad": 64, "bwd_scratch": "half"}, "gk64_bv64": {"bk_grad": 64, "bv_grad": 64},
+                "gk64_w8": {"bk_grad": 64, "warps_grad": 8}, "gk64_bv16": {"bk_grad": 64, "bv_grad": 16},
                 **{f"seg{n}": {"segments": n} for n in (1, 2, 4, 8, 16)},
                 **{f"seg{n}_autograd": {"segments": n, "seg_bwd": "autograd"} for n in (4, 8, 16)},
                 **{f"seg{n}_half": {"segments": n, "bwd_scratch": "half"} for n in (4, 8, 16)},

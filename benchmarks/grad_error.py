@@ -45,6 +45,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "bt32": {"BT": 32, "BV": 32},
     "half_scratch": {"bwd_scratch": "half"},
+    "bk_grad64": {"bk_grad": 64},
 }
 
 

@@ -39,6 +39,7 @@ from kernel_variants.triton.chunk_bwd import (
     eda_bwd_dh_kernel,
     eda_bwd_fused_kernel,
     eda_bwd_grad_kernel,
+    eda_bwd_gradk_kernel,
     eda_bwd_h_kernel,
     eda_bwd_intra2_kernel,
     eda_bwd_intra_kernel,
@@ -84,6 +85,9 @@ class TritonParams:
     bv_dh: int = 0
     warps_dh: int = 0
     warps_grad: int = 0
+    # K tile of the per-chunk gradient kernel (search space tunable; 0: the kernel that holds K whole
+    # and recomputes Delta and dDelta; else eda_bwd_gradk_kernel, one program per chunk and K tile)
+    bk_grad: int = 0
     bk_intra: int = 0
     bv_intra: int = 0
     warps_intra: int = 0
@@ -104,7 +108,8 @@ class TritonParams:
                    bwd_rec=str(config["bwd_rec"]), warps_bwd=int(config["warps_bwd"]),
                    segments=int(config["segments"]), bwd_scratch=str(config["bwd_scratch"]),
                    bv_grad=int(config["bv_grad"]), stages_grad=int(config["stages_grad"]),
-                   stages_dh=int(config["stages_dh"]), warps_grad=int(config["warps_grad"]))
+                   stages_dh=int(config["stages_dh"]), warps_grad=int(config["warps_grad"]),
+                   bk_grad=int(config["bk_grad"]))
 
 
 #: ``bwd_intra`` values whose backward is ``chunk_eda_bwd_triton`` (it takes ``exit_grads``)
@@ -410,6 +415,10 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
 
     w = torch.empty(B, H, NCT, NR, K, dtype=sdt, device=q.device)
     u = torch.empty(B, H, NCT, NR, V, dtype=sdt, device=q.device)
+    # bk_grad: the per-chunk gradients over K tiles read Delta and dDelta from memory: the states
+    # recompute overwrites U with Delta (each program reads a chunk's rows of U before it writes
+    # them), the dS scan stores dDelta
+    gradk = p.bk_grad > 0 and p.bwd_rec == "split" and p.bwd_intra != "fused"
 
     def launch_wu(bv: int, ns: int) -> None:
         eda_fwd_wu_kernel[(NCT, B * H)](
@@ -422,10 +431,10 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
 
     def launch_h(bv: int, ns: int) -> None:
         eda_fwd_h_kernel[(triton.cdiv(V, bv), N * H)](
-            q, k, e, g_, w, u, dummy, dummy, h, dummy, h0 if h0 is not None else dummy, dummy,
-            dummy, scale, cu_seqlens, co, T, NCT,
+            q, k, e, g_, w, u, dummy, dummy, h, u if gradk else dummy, h0 if h0 is not None else dummy,
+            dummy, dummy, scale, cu_seqlens, co, T, NCT,
             H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_G=use_g, USE_KD=False, STORE_H=True,
-            STORE_VN=False, FUSE_O=False, USE_H0=h0 is not None, STORE_HT=False, IS_VARLEN=varlen,
+            STORE_VN=gradk, FUSE_O=False, USE_H0=h0 is not None, STORE_HT=False, IS_VARLEN=varlen,
             PREC=p.precision, DT=dt, num_warps=p.warps_h, num_stages=ns)
 
     _with_fallback(launch_h, BV, p.num_stages)
@@ -468,8 +477,8 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
         eda_bwd_dh_kernel[(triton.cdiv(V, bv), N * H)](
             w, do, dht_ if dht_ is not None else dummy, bufs["dh"], dh0, q, k, e, g_, scale, cu_seqlens,
             co, T, NCT, H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_DHT=dht_ is not None,
-            IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, STORE_DH=store_dh,
-            num_warps=_override(p.warps_dh, p.warps_h), num_stages=ns)
+            IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, STORE_DH=store_dh, du=dU,
+            STORE_DU=gradk and store_dh, num_warps=_override(p.warps_dh, p.warps_h), num_stages=ns)
 
     def launch_grad(bv: int, ns: int) -> None:
         eda_bwd_grad_kernel[(NCT, B * H)](
@@ -477,6 +486,15 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             q, k, e, g_, scale, cu_seqlens, ci, T, NCT, H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv,
             IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, num_warps=_override(p.warps_grad, p.warps_bwd),
             num_stages=ns)
+
+    BKG = _fit(p.bk_grad, K) if gradk else BKp
+    NKT = triton.cdiv(K, BKG)
+
+    def launch_gradk(bv: int, ns: int) -> None:
+        eda_bwd_gradk_kernel[(NCT, B * H, NKT)](
+            h, bufs["dh"], u, dU, do, bufs["dW"], bufs["dQg"], bufs["dA"], bufs["dKd"], bufs["ddec"],
+            cu_seqlens, ci, T, NCT, H=H, K=K, V=V, BT=BT, BK=BKG, BV=bv, IS_VARLEN=varlen,
+            PREC=p.precision, DT=dt, num_warps=_override(p.warps_grad, p.warps_bwd), num_stages=ns)
 
     if p.bwd_rec == "split":
         # sequential dS only (stored per chunk), then every other gradient per chunk in parallel
@@ -486,14 +504,17 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
                     dQg=torch.empty(*lead, BT, K, dtype=gdt, device=q.device),
                     dA=torch.empty(*lead, BT, NR, dtype=gdt, device=q.device),
                     dKd=torch.empty(*lead, NR, K, dtype=gdt, device=q.device),
-                    ddec=torch.empty(B, H, NCT, dtype=f32, device=q.device))
+                    ddec=torch.empty(B, H, NCT, *((NKT,) if gradk else ()), dtype=f32, device=q.device))
         if exit_grads is not None:
             # first pass: every piece's own contribution to the gradient entering it
             dht_, store_dh = None, False
             _with_fallback(launch_dh, _override(p.bv_dh, BV, V), _override(p.stages_dh, p.num_stages))
             dht_, store_dh = exit_grads(dh0).to(f32).contiguous(), True
         _with_fallback(launch_dh, _override(p.bv_dh, BV, V), _override(p.stages_dh, p.num_stages))
-        if not fused:
+        if gradk:
+            _with_fallback(launch_gradk, _override(p.bv_grad, BV, V), _override(p.stages_grad, p.num_stages))
+            bufs["ddec"] = bufs["ddec"].sum(-1)  # the K tiles' parts
+        elif not fused:
             _with_fallback(launch_grad, _override(p.bv_grad, BV, V), _override(p.stages_grad, p.num_stages))
     else:
         if exit_grads is not None:

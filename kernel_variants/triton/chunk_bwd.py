@@ -173,13 +173,15 @@ def eda_bwd_dh_kernel(
     w, do, dht, dh, dh0, q, k, e, g, scale, cu_seqlens, chunk_offsets, T, NCT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, USE_DHT: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
-    DT: tl.constexpr, USE_G: tl.constexpr, STORE_DH: tl.constexpr = True,
+    DT: tl.constexpr, USE_G: tl.constexpr, STORE_DH: tl.constexpr = True, du=None,
+    STORE_DU: tl.constexpr = False,
 ):
     """The sequential part of the backward (config ``bwd_rec: split``): only dS, carried
     backwards through the chunks, dS <- Qg^T dO + dec dS - W^T (Aqk^T dO + Kd dS); stores the
     gradient of the state leaving each chunk (``dh``, the layout of the forward's ``h``) for
     ``eda_bwd_grad_kernel`` (not with STORE_DH false: the first of the two scans over pieces,
-    which needs only dS of the initial state), and dS of the initial state."""
+    which needs only dS of the initial state), and dS of the initial state. STORE_DU: also store
+    dDelta (= dU, computed here anyway) per chunk, for ``eda_bwd_gradk_kernel``."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, L, sc0 = _seq_coords(i_n, i_h, i_nh, T, NCT, cu_seqlens, chunk_offsets, IS_VARLEN)
@@ -209,6 +211,9 @@ def eda_bwd_dh_kernel(
         b_w = tl.load(w + (sc * NR + o_r)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.).to(DT)
         b_dd = (tl.dot(tl.trans(b_a), b_do, input_precision=PREC)
                 + tl.dot(b_kd, b_dS.to(DT), input_precision=PREC))
+        if STORE_DU:
+            tl.store(du + (sc * NR + o_r)[:, None] * V + o_v[None, :], b_dd.to(du.dtype.element_ty),
+                     mask=m_v[None, :])
         b_dS = (tl.dot(tl.trans(b_qg), b_do, input_precision=PREC) + b_dec * b_dS
                 - tl.dot(tl.trans(b_w), b_dd.to(DT), input_precision=PREC))
     tl.store(dh0 + i_nh * K * V + p_kv, b_dS, mask=m_kv)
@@ -284,6 +289,62 @@ def _grad_chunk(
     tl.store(dqg + (ss * BT + o_t)[:, None] * K + o_k[None, :], b_dqg, mask=m_k[None, :])
     tl.store(daqk + (ss * BT + o_t)[:, None] * NR + o_r[None, :], b_da)
     tl.store(ddec + sc, tl.sum(b_ddec, axis=0))
+
+
+@triton.jit
+def eda_bwd_gradk_kernel(
+    h, dh, vn, du, do, dw, dqg, daqk, dkd, ddec, cu_seqlens, chunk_indices, T, NCT,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr, DT: tl.constexpr,
+):
+    """The per-chunk gradients over K tiles (config ``bk_grad`` > 0): one program per (chunk, K
+    tile), every V tile in turn. Unlike ``eda_bwd_grad_kernel`` it contracts nothing over K: the
+    new values Delta (``vn``, stored by the states recompute) and dDelta (``du``, stored by the dS
+    scan) come from memory, so a program holds [rows, BK] accumulators instead of [rows, K]:
+    dW = -dDelta S^T, dQg = dO S^T, dKd = Delta dS^T on its K tile, dAqk = dO Delta^T (the first
+    K tile stores it) and its K tile's part of ddec = <S, dS> (``ddec`` [.., NC, NKT], summed by
+    the launcher)."""
+    i_tg, i_bh, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_t, bos, L = _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
+    sc = i_bh.to(tl.int64) * NCT + i_tg
+    NR: tl.constexpr = 2 * BT
+    NKT: tl.constexpr = (K + BK - 1) // BK
+    o_r = tl.arange(0, NR)
+    o_t = tl.arange(0, BT)
+    o_k = i_k * BK + tl.arange(0, BK)
+    m_k = o_k < K
+    m_t = (i_t * BT + o_t) < L
+    b_dw = tl.zeros([NR, BK], dtype=tl.float32)
+    b_dkd = tl.zeros([NR, BK], dtype=tl.float32)
+    b_dqg = tl.zeros([BT, BK], dtype=tl.float32)
+    b_da = tl.zeros([BT, NR], dtype=tl.float32)
+    b_ddec = tl.zeros([BK], dtype=tl.float32)
+    for i_v in range(tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        m_v = o_v < V
+        p_kv = sc * K * V + o_k[:, None] * V + o_v[None, :]
+        m_kv = m_k[:, None] & m_v[None, :]
+        b_S = tl.load(h + p_kv, mask=m_kv, other=0.)
+        b_dS = tl.load(dh + p_kv, mask=m_kv, other=0.)
+        p_rv = (sc * NR + o_r)[:, None] * V + o_v[None, :]
+        b_d = tl.load(vn + p_rv, mask=m_v[None, :], other=0.).to(DT)
+        b_dd = tl.load(du + p_rv, mask=m_v[None, :], other=0.).to(DT)
+        b_do = tl.load(do + ((bos + i_t * BT + o_t) * H + i_h)[:, None] * V + o_v[None, :],
+                       mask=m_t[:, None] & m_v[None, :], other=0.).to(DT)
+        b_Sd = b_S.to(DT)
+        b_dw -= tl.dot(b_dd, tl.trans(b_Sd), input_precision=PREC)
+        b_dqg += tl.dot(b_do, tl.trans(b_Sd), input_precision=PREC)
+        b_dkd += tl.dot(b_d, tl.trans(b_dS.to(DT)), input_precision=PREC)
+        if i_k == 0:
+            b_da += tl.dot(b_do, tl.trans(b_d), input_precision=PREC)
+        b_ddec += tl.sum(b_S.to(tl.float32) * b_dS.to(tl.float32), axis=1)
+    tl.store(dw + (sc * NR + o_r)[:, None] * K + o_k[None, :], b_dw.to(dw.dtype.element_ty), mask=m_k[None, :])
+    tl.store(dkd + (sc * NR + o_r)[:, None] * K + o_k[None, :], b_dkd.to(dkd.dtype.element_ty), mask=m_k[None, :])
+    tl.store(dqg + (sc * BT + o_t)[:, None] * K + o_k[None, :], b_dqg.to(dqg.dtype.element_ty), mask=m_k[None, :])
+    if i_k == 0:
+        tl.store(daqk + (sc * BT + o_t)[:, None] * NR + o_r[None, :], b_da.to(daqk.dtype.element_ty))
+    tl.store(ddec + sc * NKT + i_k, tl.sum(b_ddec, axis=0))
 
 
 @triton.jit
