@@ -446,6 +446,27 @@ def test_gpu_bf16_k_tiled_grad(K: int, bk: int) -> None:
     _check(problem, TritonParams(BV=32 if K == 256 else 64, bk_grad=bk), seed=26, grads=True, tol=2e-2)
 
 
+def test_training_default_takes_k_tiled_grad() -> None:
+    """The backend's default for training runs the per-chunk gradients over K tiles of 64; a
+    forward call keeps the space's pinned 0 (the tunable does not matter there)."""
+    backend = TritonBackend()
+    fwd = Problem(B=2, T=256, H=4, K=128, V=128, dtype="bfloat16", device=DEVICE)
+    train = dataclasses.replace(fwd, training=True)
+    assert backend.default_config(train)["bk_grad"] == 64
+    assert backend.default_config(fwd)["bk_grad"] == 0
+    assert TritonParams.from_config(backend.default_config(train)).bk_grad == 64
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("scratch", ["fp32", "half"])
+def test_gpu_bf16_intra_half_dots(scratch: str) -> None:
+    problem = Problem(B=2, T=300, H=4, K=128, V=128, dtype="bfloat16", initial_state=True,
+                      final_state=True, training=True, device="cuda")
+    _check(problem, TritonParams(intra_dots="half", bwd_scratch=scratch, bk_grad=64), seed=27, grads=True,
+           tol=2e-2)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 def test_gpu_bf16_half_scratch() -> None:

@@ -73,9 +73,12 @@ class TritonBackend(Backend):
 
     def default_config(self, problem: Problem) -> Config:
         """The search space's default, with ``segments`` chosen for the problem (see
-        ``default_segments``) where the space admits it."""
+        ``default_segments``) where the space admits it, and for training the per-chunk gradients
+        over K tiles of 64 (``bk_grad``; the space's default 0 is what a forward call pins)."""
         cfg = super().default_config(problem)
-        return with_segments(self, problem, cfg, default_segments(problem, int(cfg["BV"])))
+        cfg = with_segments(self, problem, cfg, default_segments(problem, int(cfg["BV"])))
+        values = {**cfg.to_dict(), "bk_grad": 64}
+        return Config.from_dict(values) if self.check_config(problem, values)[0] else cfg
 
     def constraint_vars_names(self) -> list[str]:
         return ["triton_smem"]

@@ -88,6 +88,9 @@ class TritonParams:
     # K tile of the per-chunk gradient kernel (search space tunable; 0: the kernel that holds K whole
     # and recomputes Delta and dDelta; else eda_bwd_gradk_kernel, one program per chunk and K tile)
     bk_grad: int = 0
+    # the intra-chunk backward's K- and V-tile dots: "tf32" (float32 operands) or "half" (the
+    # 16-bit input dtype; the inverse and dA stay float32). Not searched yet (timed in run 47)
+    intra_dots: str = "tf32"
     bk_intra: int = 0
     bv_intra: int = 0
     warps_intra: int = 0
@@ -557,7 +560,8 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             q, k, e, v, g_, beta, gamma, dW, dU, dQg, dA, dKd, ddec,
             dq, dk, de, dv, dg if dg is not None else dummy, dbeta, dgamma, cu_seqlens, ci, scale,
             T, NCT, H=H, K=K, V=V, BT=BT, BK=_override(p.bk_intra, BK, K), BV=bv, LOG2N=log2n, USE_G=use_g,
-            IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=_override(p.warps_intra, p.warps_bwd), num_stages=ns)
+            IS_VARLEN=varlen, PREC=p.precision, DT=dt, **({} if two_block else {"LOWP": p.intra_dots == "half"}),
+            num_warps=_override(p.warps_intra, p.warps_bwd), num_stages=ns)
 
     _with_fallback(launch_intra, _override(p.bv_intra, BV, V), _override(p.stages_intra, p.num_stages))
     return dq, dk, dv, de, dg, dbeta, dgamma, (dh0.to(h0.dtype) if h0 is not None else None)

@@ -353,7 +353,7 @@ def eda_bwd_intra_kernel(
     dq, dk, de, dv, dg, dbeta, dgamma, cu_seqlens, chunk_indices, scale, T, NCT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, LOG2N: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, DT: tl.constexpr,
+    PREC: tl.constexpr, DT: tl.constexpr, LOWP: tl.constexpr = False,
 ):
     """Gradients of the inputs of one chunk from those of W, U, Qg, Aqk, Kd and the chunk decay.
 
@@ -361,12 +361,16 @@ def eda_bwd_intra_kernel(
     dA = -Tm^T dTm Tm^T on the strict lower part, with dTm = dW (b e^G kappa)^T + dU (b nu)^T;
     row gradients of the decay and strengths are folded to tokens in registers (the decay's
     cumulative sum is undone by a reverse cumulative sum).
+
+    LOWP (config ``intra_dots: half``): the dots that take a K or V tile (dTm, dkappa, dq, dnu)
+    get their operands in DT instead of float32 (tf32): half the operand registers and twice the
+    tensor-core rate; the inverse and dA stay in float32.
     """
     i_tg, i_bh = tl.program_id(0), tl.program_id(1)
     sc = i_bh.to(tl.int64) * NCT + i_tg
     _intra_chunk(q, k, e, v, g, beta, gamma, dw, du, dqg, daqk, dkd, ddec,
                  dq, dk, de, dv, dg, dbeta, dgamma, cu_seqlens, chunk_indices, scale, T, NCT,
-                 i_tg, i_bh, sc, H, K, V, BT, BK, BV, LOG2N, USE_G, IS_VARLEN, PREC, DT)
+                 i_tg, i_bh, sc, H, K, V, BT, BK, BV, LOG2N, USE_G, IS_VARLEN, PREC, DT, LOWP)
 
 
 @triton.jit
@@ -375,10 +379,11 @@ def _intra_chunk(
     dq, dk, de, dv, dg, dbeta, dgamma, cu_seqlens, chunk_indices, scale, T, NCT, i_tg, i_bh, ss,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, LOG2N: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, DT: tl.constexpr,
+    PREC: tl.constexpr, DT: tl.constexpr, LOWP: tl.constexpr,
 ):
     """The intra kernel's work on chunk ``i_tg`` of sequence-head ``i_bh``, reading the per-chunk
-    gradients from scratch slot ``ss``."""
+    gradients from scratch slot ``ss``. LOWP: the K- and V-tile dots with DT operands."""
+    ODT: tl.constexpr = DT if LOWP else tl.float32
     i_b, i_h = i_bh // H, i_bh % H
     i_t, bos, L = _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
     sc = i_bh.to(tl.int64) * NCT + i_tg
@@ -427,14 +432,14 @@ def _intra_chunk(
         b_dw = tl.load(dw + p_rows * K + o_k[None, :], mask=m_k[None, :], other=0.).to(tl.float32)
         b_KK += tl.dot(b_kap.to(DT), tl.trans(b_kap.to(DT)), input_precision=PREC)
         b_QK += tl.dot(b_q.to(DT), tl.trans(b_kap.to(DT)), input_precision=PREC)
-        b_dR += tl.dot(b_dw, tl.trans(b_kap * b_bg[:, None]), input_precision=PREC)
+        b_dR += tl.dot(b_dw.to(ODT), tl.trans((b_kap * b_bg[:, None]).to(ODT)), input_precision=PREC)
     for i_v in range(tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
         m_v = o_v < V
         b_nu = tl.load(v + (tok * H + i_h)[:, None] * V + o_v[None, :],
                        mask=(m_r & (~ev))[:, None] & m_v[None, :], other=0.).to(tl.float32)
         b_du = tl.load(du + p_rows * V + o_v[None, :], mask=m_v[None, :], other=0.).to(tl.float32)
-        b_dR += tl.dot(b_du, tl.trans(b_nu * b_b[:, None]), input_precision=PREC)
+        b_dR += tl.dot(b_du.to(ODT), tl.trans((b_nu * b_b[:, None]).to(ODT)), input_precision=PREC)
 
     b_An = tl.where(m_A, b_KK * b_D, 0.)
     b_A = b_An * b_b[:, None]
@@ -460,6 +465,9 @@ def _intra_chunk(
     b_dG -= tl.sum(b_Pq, axis=0)
     b_E = b_dA_qk * b_Dq * scale                          # gradient of q kappa^T (unscaled q)
     b_dbg = tl.zeros([NR], dtype=tl.float32)
+    b_RTo = b_RT.to(ODT)
+    b_dKKo = b_dKKs.to(ODT)
+    b_Eo = b_E.to(ODT)
 
     # pass 2: dk, de, dq per K tile
     for i_k in range(tl.cdiv(K, BK)):
@@ -469,12 +477,12 @@ def _intra_chunk(
         b_q = tl.load(q + (tokq * H + i_h)[:, None] * K + o_k[None, :],
                       mask=m_t[:, None] & m_k[None, :], other=0.).to(tl.float32)
         b_dw = tl.load(dw + p_rows * K + o_k[None, :], mask=m_k[None, :], other=0.).to(tl.float32)
-        b_dbk = tl.dot(b_RT, b_dw, input_precision=PREC)
+        b_dbk = tl.dot(b_RTo, b_dw.to(ODT), input_precision=PREC)
         b_dbg += tl.sum(b_dbk * b_kap, axis=1)
         b_dkap = b_dbk * b_bg[:, None]
-        b_dkap += tl.dot(b_dKKs, b_kap, input_precision=PREC)
-        b_dkap += tl.dot(tl.trans(b_E), b_q, input_precision=PREC)
-        b_dq = tl.dot(b_E, b_kap, input_precision=PREC)
+        b_dkap += tl.dot(b_dKKo, b_kap.to(ODT), input_precision=PREC)
+        b_dkap += tl.dot(tl.trans(b_Eo), b_q.to(ODT), input_precision=PREC)
+        b_dq = tl.dot(b_Eo, b_kap.to(ODT), input_precision=PREC)
         b_dqg = tl.load(dqg + (ss * BT + o_t)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.).to(tl.float32)
         b_dq += b_dqg * (scale * b_egq)[:, None]
         b_dgq += tl.sum(b_dqg * b_q, axis=1) * scale * b_egq
@@ -498,7 +506,7 @@ def _intra_chunk(
         p_v = (tok * H + i_h)[:, None] * V + o_v[None, :]
         b_nu = tl.load(v + p_v, mask=(m_r & (~ev))[:, None] & m_v[None, :], other=0.).to(tl.float32)
         b_du = tl.load(du + p_rows * V + o_v[None, :], mask=m_v[None, :], other=0.).to(tl.float32)
-        b_dnu = tl.dot(b_RT, b_du, input_precision=PREC)
+        b_dnu = tl.dot(b_RTo, b_du.to(ODT), input_precision=PREC)
         b_db += tl.sum(b_dnu * b_nu, axis=1)
         tl.store(dv + p_v, (b_dnu * b_b[:, None]).to(dv.dtype.element_ty),
                  mask=(m_r & (~ev))[:, None] & m_v[None, :])
@@ -546,7 +554,7 @@ def eda_bwd_fused_kernel(
         tl.debug_barrier()
         _intra_chunk(q, k, e, v, g, beta, gamma, dw, du, dqg, daqk, dkd, ddec,
                      dq, dk, de, dv, dg, dbeta, dgamma, cu_seqlens, chunk_indices, scale, T, NCT,
-                     i_tg, i_bh, ss, H, K, V, BT, BK, BV, LOG2N, USE_G, IS_VARLEN, PREC, DT)
+                     i_tg, i_bh, ss, H, K, V, BT, BK, BV, LOG2N, USE_G, IS_VARLEN, PREC, DT, False)
         tl.debug_barrier()
 
 
