@@ -412,12 +412,13 @@ def test_backward_per_kernel_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen == {"eda_bwd_dh_kernel": {16}, "eda_bwd_grad_kernel": {32}, "eda_bwd_intra_kernel": {(16, 16)}}
 
 
-@pytest.mark.parametrize("case", ["k-tiles", "one-tile-varlen-nogate", "pieces-half", "k-ragged"])
+@pytest.mark.parametrize("case", ["k-tiles", "one-tile-varlen-nogate", "pieces-half", "k-ragged", "rows-first"])
 def test_backward_k_tiled_grad(case: str) -> None:
     """``bk_grad`` > 0: the per-chunk gradients over K tiles, Delta from the states recompute (in
     place of U) and dDelta from the dS scan. Every gradient against the float64 reference: K split
     in tiles (ddec summed over them), one tile with varlen and no gate, over pieces (only the
-    second dS scan stores dDelta) with 16-bit scratch, and a K that is no multiple of the tile."""
+    second dS scan stores dDelta) with 16-bit scratch, a K that is no multiple of the tile, and the
+    rows-first products (``grad_rows_first``)."""
     problem = {
         "k-tiles": Problem(B=2, T=45, H=2, K=64, V=40, dtype="float32", initial_state=True, final_state=True,
                            training=True, device=DEVICE),
@@ -427,12 +428,15 @@ def test_backward_k_tiled_grad(case: str) -> None:
                                final_state=True, training=True, device=DEVICE),
         "k-ragged": Problem(B=1, T=40, H=2, K=40, V=24, dtype="float32", final_state=True, training=True,
                             device=DEVICE),
+        "rows-first": Problem(B=1, T=45, H=2, K=64, V=40, dtype="float32", initial_state=True, final_state=True,
+                              training=True, device=DEVICE),
     }[case]
     params = {
         "k-tiles": TritonParams(BT=16, BK=32, BV=16, bk_grad=32, bv_grad=16),
         "one-tile-varlen-nogate": TritonParams(BT=16, BK=32, BV=32, bk_grad=32),
         "pieces-half": TritonParams(BT=16, BK=32, BV=32, bk_grad=16, segments=2, bwd_scratch="half"),
         "k-ragged": TritonParams(BT=16, BK=32, BV=16, bk_grad=16),
+        "rows-first": TritonParams(BT=16, BK=32, BV=16, bk_grad=32, bv_grad=16, grad_rows_first=True),
     }[case]
     _check(problem, params, seed=41, grads=True, tol=2e-2 if problem.dtype == "bfloat16" else 1e-5)
 

@@ -91,6 +91,8 @@ class TritonParams:
     # the intra-chunk backward's K- and V-tile dots: "tf32" (float32 operands) or "half" (the
     # 16-bit input dtype; the inverse and dA stay float32). Not searched yet (timed in run 47)
     intra_dots: str = "tf32"
+    # the K-tiled gradient kernel's products rows-first (the first version; for timing only)
+    grad_rows_first: bool = False
     bk_intra: int = 0
     bv_intra: int = 0
     warps_intra: int = 0
@@ -497,23 +499,29 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
         eda_bwd_gradk_kernel[(NCT, B * H, NKT)](
             h, bufs["dh"], u, dU, do, bufs["dW"], bufs["dQg"], bufs["dA"], bufs["dKd"], bufs["ddec"],
             cu_seqlens, ci, T, NCT, H=H, K=K, V=V, BT=BT, BK=BKG, BV=bv, IS_VARLEN=varlen,
-            PREC=p.precision, DT=dt, num_warps=_override(p.warps_grad, p.warps_bwd), num_stages=ns)
+            PREC=p.precision, DT=dt, ROWS_FIRST=p.grad_rows_first,
+            num_warps=_override(p.warps_grad, p.warps_bwd), num_stages=ns)
 
     if p.bwd_rec == "split":
         # sequential dS only (stored per chunk), then every other gradient per chunk in parallel
         # (fused: the grad kernel's work runs inside the intra kernel's, below)
-        bufs.update(dh=torch.empty(B, H, NCT, K, V, dtype=sdt, device=q.device),
-                    dW=torch.empty(*lead, NR, K, dtype=gdt, device=q.device),
-                    dQg=torch.empty(*lead, BT, K, dtype=gdt, device=q.device),
-                    dA=torch.empty(*lead, BT, NR, dtype=gdt, device=q.device),
-                    dKd=torch.empty(*lead, NR, K, dtype=gdt, device=q.device),
-                    ddec=torch.empty(B, H, NCT, *((NKT,) if gradk else ()), dtype=f32, device=q.device))
+        bufs["dh"] = torch.empty(B, H, NCT, K, V, dtype=sdt, device=q.device)
         if exit_grads is not None:
             # first pass: every piece's own contribution to the gradient entering it
             dht_, store_dh = None, False
             _with_fallback(launch_dh, _override(p.bv_dh, BV, V), _override(p.stages_dh, p.num_stages))
             dht_, store_dh = exit_grads(dh0).to(f32).contiguous(), True
         _with_fallback(launch_dh, _override(p.bv_dh, BV, V), _override(p.stages_dh, p.num_stages))
+        if gradk:
+            # W is dead after the dS scan here (the K-tiled kernel reads Delta, not W and U): free
+            # it before the per-chunk gradients are allocated (the backward's peak is in the next
+            # kernel: states, dS, Delta and the five per-chunk gradients)
+            w = dummy
+        bufs.update(dW=torch.empty(*lead, NR, K, dtype=gdt, device=q.device),
+                    dQg=torch.empty(*lead, BT, K, dtype=gdt, device=q.device),
+                    dA=torch.empty(*lead, BT, NR, dtype=gdt, device=q.device),
+                    dKd=torch.empty(*lead, NR, K, dtype=gdt, device=q.device),
+                    ddec=torch.empty(B, H, NCT, *((NKT,) if gradk else ()), dtype=f32, device=q.device))
         if gradk:
             _with_fallback(launch_gradk, _override(p.bv_grad, BV, V), _override(p.stages_grad, p.num_stages))
             bufs["ddec"] = bufs["ddec"].sum(-1)  # the K tiles' parts
