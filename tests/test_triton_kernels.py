@@ -412,13 +412,12 @@ def test_backward_per_kernel_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen == {"eda_bwd_dh_kernel": {16}, "eda_bwd_grad_kernel": {32}, "eda_bwd_intra_kernel": {(16, 16)}}
 
 
-@pytest.mark.parametrize("case", ["k-tiles", "one-tile-varlen-nogate", "pieces-half", "k-ragged", "rows-first"])
+@pytest.mark.parametrize("case", ["k-tiles", "one-tile-varlen-nogate", "pieces-half", "k-ragged"])
 def test_backward_k_tiled_grad(case: str) -> None:
     """``bk_grad`` > 0: the per-chunk gradients over K tiles, Delta from the states recompute (in
     place of U) and dDelta from the dS scan. Every gradient against the float64 reference: K split
     in tiles (ddec summed over them), one tile with varlen and no gate, over pieces (only the
-    second dS scan stores dDelta) with 16-bit scratch, a K that is no multiple of the tile, and the
-    rows-first products (``grad_rows_first``)."""
+    second dS scan stores dDelta) with 16-bit scratch, and a K that is no multiple of the tile."""
     problem = {
         "k-tiles": Problem(B=2, T=45, H=2, K=64, V=40, dtype="float32", initial_state=True, final_state=True,
                            training=True, device=DEVICE),
@@ -428,15 +427,12 @@ def test_backward_k_tiled_grad(case: str) -> None:
                                final_state=True, training=True, device=DEVICE),
         "k-ragged": Problem(B=1, T=40, H=2, K=40, V=24, dtype="float32", final_state=True, training=True,
                             device=DEVICE),
-        "rows-first": Problem(B=1, T=45, H=2, K=64, V=40, dtype="float32", initial_state=True, final_state=True,
-                              training=True, device=DEVICE),
     }[case]
     params = {
         "k-tiles": TritonParams(BT=16, BK=32, BV=16, bk_grad=32, bv_grad=16),
         "one-tile-varlen-nogate": TritonParams(BT=16, BK=32, BV=32, bk_grad=32),
         "pieces-half": TritonParams(BT=16, BK=32, BV=32, bk_grad=16, segments=2, bwd_scratch="half"),
         "k-ragged": TritonParams(BT=16, BK=32, BV=16, bk_grad=16),
-        "rows-first": TritonParams(BT=16, BK=32, BV=16, bk_grad=32, bv_grad=16, grad_rows_first=True),
     }[case]
     _check(problem, params, seed=41, grads=True, tol=2e-2 if problem.dtype == "bfloat16" else 1e-5)
 
@@ -451,14 +447,17 @@ def test_gpu_bf16_k_tiled_grad(K: int, bk: int) -> None:
 
 
 def test_training_default_takes_k_tiled_grad() -> None:
-    """The backend's default for training runs the per-chunk gradients over K tiles of 64; a
-    forward call keeps the space's pinned 0 (the tunable does not matter there)."""
+    """The backend's default for training runs the per-chunk gradients over K tiles (K whole up
+    to K = 128, else 64); a forward call keeps the space's pinned 0 (the tunable does not matter
+    there)."""
     backend = TritonBackend()
     fwd = Problem(B=2, T=256, H=4, K=128, V=128, dtype="bfloat16", device=DEVICE)
     train = dataclasses.replace(fwd, training=True)
-    assert backend.default_config(train)["bk_grad"] == 64
+    assert backend.default_config(train)["bk_grad"] == 128
+    assert backend.default_config(dataclasses.replace(train, K=256, V=256))["bk_grad"] == 64
+    assert backend.default_config(dataclasses.replace(train, K=64, V=64))["bk_grad"] == 64
     assert backend.default_config(fwd)["bk_grad"] == 0
-    assert TritonParams.from_config(backend.default_config(train)).bk_grad == 64
+    assert TritonParams.from_config(backend.default_config(train)).bk_grad == 128
 
 
 @pytest.mark.gpu

@@ -91,8 +91,6 @@ class TritonParams:
     # the intra-chunk backward's K- and V-tile dots: "tf32" (float32 operands) or "half" (the
     # 16-bit input dtype; the inverse and dA stay float32). Not searched yet (timed in run 47)
     intra_dots: str = "tf32"
-    # the K-tiled gradient kernel's products rows-first (the first version; for timing only)
-    grad_rows_first: bool = False
     bk_intra: int = 0
     bv_intra: int = 0
     warps_intra: int = 0
@@ -499,8 +497,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
         eda_bwd_gradk_kernel[(NCT, B * H, NKT)](
             h, bufs["dh"], u, dU, do, bufs["dW"], bufs["dQg"], bufs["dA"], bufs["dKd"], bufs["ddec"],
             cu_seqlens, ci, T, NCT, H=H, K=K, V=V, BT=BT, BK=BKG, BV=bv, IS_VARLEN=varlen,
-            PREC=p.precision, DT=dt, ROWS_FIRST=p.grad_rows_first,
-            num_warps=_override(p.warps_grad, p.warps_bwd), num_stages=ns)
+            PREC=p.precision, DT=dt, num_warps=_override(p.warps_grad, p.warps_bwd), num_stages=ns)
 
     if p.bwd_rec == "split":
         # sequential dS only (stored per chunk), then every other gradient per chunk in parallel

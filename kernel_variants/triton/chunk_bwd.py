@@ -296,17 +296,16 @@ def eda_bwd_gradk_kernel(
     h, dh, vn, du, do, dw, dqg, daqk, dkd, ddec, cu_seqlens, chunk_indices, T, NCT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr, DT: tl.constexpr,
-    ROWS_FIRST: tl.constexpr = False,
 ):
     """The per-chunk gradients over K tiles (config ``bk_grad`` > 0): one program per (chunk, K
     tile), every V tile in turn. Unlike ``eda_bwd_grad_kernel`` it contracts nothing over K: the
     new values Delta (``vn``, stored by the states recompute) and dDelta (``du``, stored by the dS
-    scan) come from memory, so a program holds [BK, rows] accumulators instead of [rows, K]:
-    dW^T = -S dDelta^T, dQg^T = S dO^T, dKd^T = dS Delta^T on its K tile (transposed, so that the
-    state tile [BK, BV] is the left operand as loaded), dAqk = dO Delta^T (the first K tile stores
-    it) and its K tile's part of ddec = <S, dS> (``ddec`` [.., NC, NKT], summed by the launcher).
-    The transposed products compile to wgmma on sm_90a (M = BK); ROWS_FIRST (a timing switch,
-    ``grad_rows_first``) keeps the rows-first products of the first version (mma.sync, M = rows)."""
+    scan) come from memory, so a program holds [rows, BK] accumulators instead of [rows, K]:
+    dW = -dDelta S^T, dQg = dO S^T, dKd = Delta dS^T on its K tile, dAqk = dO Delta^T (the first
+    K tile stores it) and its K tile's part of ddec = <S, dS> (``ddec`` [.., NC, NKT], summed by
+    the launcher). (The same products transposed, the state tile as the left operand, compile to
+    wgmma instead of mma.sync on sm_90a but timed the same: S1 8.722 against 8.670 ms, S5 10.160
+    against 10.171, H200 run 49; not kept.)"""
     i_tg, i_bh, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     i_t, bos, L = _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
@@ -318,69 +317,35 @@ def eda_bwd_gradk_kernel(
     o_k = i_k * BK + tl.arange(0, BK)
     m_k = o_k < K
     m_t = (i_t * BT + o_t) < L
-    if ROWS_FIRST:
-        b_dw = tl.zeros([NR, BK], dtype=tl.float32)
-        b_dkd = tl.zeros([NR, BK], dtype=tl.float32)
-        b_dqg = tl.zeros([BT, BK], dtype=tl.float32)
-        b_da = tl.zeros([BT, NR], dtype=tl.float32)
-        b_ddec = tl.zeros([BK], dtype=tl.float32)
-        for i_v in range(tl.cdiv(V, BV)):
-            o_v = i_v * BV + tl.arange(0, BV)
-            m_v = o_v < V
-            p_kv = sc * K * V + o_k[:, None] * V + o_v[None, :]
-            m_kv = m_k[:, None] & m_v[None, :]
-            b_S = tl.load(h + p_kv, mask=m_kv, other=0.)
-            b_dS = tl.load(dh + p_kv, mask=m_kv, other=0.)
-            p_rv = (sc * NR + o_r)[:, None] * V + o_v[None, :]
-            b_d = tl.load(vn + p_rv, mask=m_v[None, :], other=0.).to(DT)
-            b_dd = tl.load(du + p_rv, mask=m_v[None, :], other=0.).to(DT)
-            b_do = tl.load(do + ((bos + i_t * BT + o_t) * H + i_h)[:, None] * V + o_v[None, :],
-                           mask=m_t[:, None] & m_v[None, :], other=0.).to(DT)
-            b_Sd = b_S.to(DT)
-            b_dw -= tl.dot(b_dd, tl.trans(b_Sd), input_precision=PREC)
-            b_dqg += tl.dot(b_do, tl.trans(b_Sd), input_precision=PREC)
-            b_dkd += tl.dot(b_d, tl.trans(b_dS.to(DT)), input_precision=PREC)
-            if i_k == 0:
-                b_da += tl.dot(b_do, tl.trans(b_d), input_precision=PREC)
-            b_ddec += tl.sum(b_S.to(tl.float32) * b_dS.to(tl.float32), axis=1)
-        tl.store(dw + (sc * NR + o_r)[:, None] * K + o_k[None, :], b_dw.to(dw.dtype.element_ty), mask=m_k[None, :])
-        tl.store(dkd + (sc * NR + o_r)[:, None] * K + o_k[None, :], b_dkd.to(dkd.dtype.element_ty), mask=m_k[None, :])
-        tl.store(dqg + (sc * BT + o_t)[:, None] * K + o_k[None, :], b_dqg.to(dqg.dtype.element_ty), mask=m_k[None, :])
+    b_dw = tl.zeros([NR, BK], dtype=tl.float32)
+    b_dkd = tl.zeros([NR, BK], dtype=tl.float32)
+    b_dqg = tl.zeros([BT, BK], dtype=tl.float32)
+    b_da = tl.zeros([BT, NR], dtype=tl.float32)
+    b_ddec = tl.zeros([BK], dtype=tl.float32)
+    for i_v in range(tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        m_v = o_v < V
+        p_kv = sc * K * V + o_k[:, None] * V + o_v[None, :]
+        m_kv = m_k[:, None] & m_v[None, :]
+        b_S = tl.load(h + p_kv, mask=m_kv, other=0.)
+        b_dS = tl.load(dh + p_kv, mask=m_kv, other=0.)
+        p_rv = (sc * NR + o_r)[:, None] * V + o_v[None, :]
+        b_d = tl.load(vn + p_rv, mask=m_v[None, :], other=0.).to(DT)
+        b_dd = tl.load(du + p_rv, mask=m_v[None, :], other=0.).to(DT)
+        b_do = tl.load(do + ((bos + i_t * BT + o_t) * H + i_h)[:, None] * V + o_v[None, :],
+                       mask=m_t[:, None] & m_v[None, :], other=0.).to(DT)
+        b_Sd = b_S.to(DT)
+        b_dw -= tl.dot(b_dd, tl.trans(b_Sd), input_precision=PREC)
+        b_dqg += tl.dot(b_do, tl.trans(b_Sd), input_precision=PREC)
+        b_dkd += tl.dot(b_d, tl.trans(b_dS.to(DT)), input_precision=PREC)
         if i_k == 0:
-            tl.store(daqk + (sc * BT + o_t)[:, None] * NR + o_r[None, :], b_da.to(daqk.dtype.element_ty))
-    else:
-        b_dwT = tl.zeros([BK, NR], dtype=tl.float32)
-        b_dkdT = tl.zeros([BK, NR], dtype=tl.float32)
-        b_dqgT = tl.zeros([BK, BT], dtype=tl.float32)
-        b_da = tl.zeros([BT, NR], dtype=tl.float32)
-        b_ddec = tl.zeros([BK], dtype=tl.float32)
-        for i_v in range(tl.cdiv(V, BV)):
-            o_v = i_v * BV + tl.arange(0, BV)
-            m_v = o_v < V
-            p_kv = sc * K * V + o_k[:, None] * V + o_v[None, :]
-            m_kv = m_k[:, None] & m_v[None, :]
-            b_S = tl.load(h + p_kv, mask=m_kv, other=0.)
-            b_dS = tl.load(dh + p_kv, mask=m_kv, other=0.)
-            # Delta, dDelta and dO transposed ([BV, rows]) as loaded
-            p_vr = (sc * NR + o_r)[None, :] * V + o_v[:, None]
-            b_dT = tl.load(vn + p_vr, mask=m_v[:, None], other=0.).to(DT)
-            b_ddT = tl.load(du + p_vr, mask=m_v[:, None], other=0.).to(DT)
-            b_doT = tl.load(do + ((bos + i_t * BT + o_t) * H + i_h)[None, :] * V + o_v[:, None],
-                            mask=m_t[None, :] & m_v[:, None], other=0.).to(DT)
-            b_Sd = b_S.to(DT)
-            b_dwT -= tl.dot(b_Sd, b_ddT, input_precision=PREC)
-            b_dqgT += tl.dot(b_Sd, b_doT, input_precision=PREC)
-            b_dkdT += tl.dot(b_dS.to(DT), b_dT, input_precision=PREC)
-            if i_k == 0:
-                b_da += tl.dot(tl.trans(b_doT), b_dT, input_precision=PREC)
-            b_ddec += tl.sum(b_S.to(tl.float32) * b_dS.to(tl.float32), axis=1)
-        p_kr = (sc * NR + o_r)[None, :] * K + o_k[:, None]
-        tl.store(dw + p_kr, b_dwT.to(dw.dtype.element_ty), mask=m_k[:, None])
-        tl.store(dkd + p_kr, b_dkdT.to(dkd.dtype.element_ty), mask=m_k[:, None])
-        tl.store(dqg + (sc * BT + o_t)[None, :] * K + o_k[:, None], b_dqgT.to(dqg.dtype.element_ty),
-                 mask=m_k[:, None])
-        if i_k == 0:
-            tl.store(daqk + (sc * BT + o_t)[:, None] * NR + o_r[None, :], b_da.to(daqk.dtype.element_ty))
+            b_da += tl.dot(b_do, tl.trans(b_d), input_precision=PREC)
+        b_ddec += tl.sum(b_S.to(tl.float32) * b_dS.to(tl.float32), axis=1)
+    tl.store(dw + (sc * NR + o_r)[:, None] * K + o_k[None, :], b_dw.to(dw.dtype.element_ty), mask=m_k[None, :])
+    tl.store(dkd + (sc * NR + o_r)[:, None] * K + o_k[None, :], b_dkd.to(dkd.dtype.element_ty), mask=m_k[None, :])
+    tl.store(dqg + (sc * BT + o_t)[:, None] * K + o_k[None, :], b_dqg.to(dqg.dtype.element_ty), mask=m_k[None, :])
+    if i_k == 0:
+        tl.store(daqk + (sc * BT + o_t)[:, None] * NR + o_r[None, :], b_da.to(daqk.dtype.element_ty))
     tl.store(ddec + sc * NKT + i_k, tl.sum(b_ddec, axis=0))
 
 
