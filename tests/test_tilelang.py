@@ -322,7 +322,8 @@ def test_segments_backward_runs_once_over_the_pieces() -> None:
 
 def test_default_segments_follow_the_problem() -> None:
     """The default cuts sequences where few programs run the recurrence on long sequences (S4: 16
-    programs, 16 pieces, measured faster), not S1, S2 (slower cut) or K = V = 256 (V + K > 256)."""
+    programs, 16 pieces, measured faster, forward and training), not S1, S2 (slower cut) or
+    K = V = 256 (V + K > 256)."""
     be = _backend()
 
     def seg(**kw: Any) -> int:
@@ -330,7 +331,7 @@ def test_default_segments_follow_the_problem() -> None:
         return int(be.default_config(problem)["segments"])
 
     assert seg(B=1, T=32768, H=8) == 16           # S4
-    assert seg(B=1, T=32768, H=8, training=True) == 1  # its backward over the pieces: not on a GPU yet
+    assert seg(B=1, T=32768, H=8, training=True) == 16  # the backward over the pieces (run 45)
     assert seg(B=2, T=16384, H=16) == 1           # S2: 64 programs
     assert seg(B=8, T=4096, H=16) == 1            # S1
     assert seg(B=1, T=4096, H=8) == 1             # short

@@ -89,7 +89,8 @@ class TritonParams:
     # and recomputes Delta and dDelta; else eda_bwd_gradk_kernel, one program per chunk and K tile)
     bk_grad: int = 0
     # the intra-chunk backward's K- and V-tile dots: "tf32" (float32 operands) or "half" (the
-    # 16-bit input dtype; the inverse and dA stay float32). Not searched yet (timed in run 47)
+    # 16-bit input dtype; the inverse and dA stay float32). Not searched: 2% faster at S1 (8.67 ->
+    # 8.48 ms, H200 run 47) but dq, dv, dbeta errors then reach fla's (NOTES.md, error clause)
     intra_dots: str = "tf32"
     bk_intra: int = 0
     bv_intra: int = 0
