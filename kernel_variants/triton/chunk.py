@@ -141,6 +141,12 @@ def _scratch_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
 
 
+#: dtypes that replace the 16-bit scratch of the backward's recomputed W, U, states (h) and state
+#: gradients (dh), by name: for measuring what each one's rounding costs
+#: (benchmarks/scratch_precision.py); empty in normal use
+SCRATCH_OVERRIDE: dict[str, torch.dtype] = {}
+
+
 def _with_fallback(launch: Callable[[int, int], None], BV: int, num_stages: int) -> None:
     """Launch with (BV, num_stages); if the kernel needs more shared memory than the device has,
     retry with fewer stages, then smaller V tiles (the state kernels hold many operands)."""
@@ -417,8 +423,8 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
     f32 = torch.float32
     dt = _dot_dtype(q.dtype)
 
-    w = torch.empty(B, H, NCT, NR, K, dtype=sdt, device=q.device)
-    u = torch.empty(B, H, NCT, NR, V, dtype=sdt, device=q.device)
+    w = torch.empty(B, H, NCT, NR, K, dtype=SCRATCH_OVERRIDE.get("w", sdt), device=q.device)
+    u = torch.empty(B, H, NCT, NR, V, dtype=SCRATCH_OVERRIDE.get("u", sdt), device=q.device)
     # bk_grad: the per-chunk gradients over K tiles read Delta and dDelta from memory: the states
     # recompute overwrites U with Delta (each program reads a chunk's rows of U before it writes
     # them), the dS scan stores dDelta
@@ -431,7 +437,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=p.warps_bwd, num_stages=ns)
 
     _with_fallback(launch_wu, BV, p.num_stages)
-    h = torch.empty(B, H, NCT, K, V, dtype=sdt, device=q.device)
+    h = torch.empty(B, H, NCT, K, V, dtype=SCRATCH_OVERRIDE.get("h", sdt), device=q.device)
 
     def launch_h(bv: int, ns: int) -> None:
         eda_fwd_h_kernel[(triton.cdiv(V, bv), N * H)](
@@ -503,7 +509,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
     if p.bwd_rec == "split":
         # sequential dS only (stored per chunk), then every other gradient per chunk in parallel
         # (fused: the grad kernel's work runs inside the intra kernel's, below)
-        bufs["dh"] = torch.empty(B, H, NCT, K, V, dtype=sdt, device=q.device)
+        bufs["dh"] = torch.empty(B, H, NCT, K, V, dtype=SCRATCH_OVERRIDE.get("dh", sdt), device=q.device)
         if exit_grads is not None:
             # first pass: every piece's own contribution to the gradient entering it
             dht_, store_dh = None, False
