@@ -27,6 +27,7 @@ import torch
 
 from eda_tune.checking import make_inputs, run_and_check
 from eda_tune.problem import Problem
+from kernel_variants.triton import chunk
 from kernel_variants.triton.chunk import TritonParams, chunk_eda_bwd_triton, chunk_eda_triton
 
 OUT = os.environ.get("OUT", "results/bench")
@@ -65,14 +66,29 @@ def check(name: str, problem: Problem, p: TritonParams) -> None:
 def timing(p: TritonParams | dict[str, Any], tag: str, shape: str = "S1") -> None:
     """Forward+backward at ``shape`` (bf16, training): ``p`` is a TritonParams, or overrides of the
     backend's default config for that shape (what a training call gets, ``segments`` included)."""
-    from triton.testing import do_bench
-
     from kernel_variants.triton.backend import TritonBackend
 
     B, T, H, K, V = SHAPES[shape]
     problem = Problem(B=B, T=T, H=H, K=K, V=V, dtype="bfloat16", gate=True, training=True, device=DEV)
+    scratch: tuple[str, ...] = ()
     if isinstance(p, dict):
-        p = replace(TritonParams.from_config(TritonBackend().default_config(problem)), **p)
+        # "_scratch": buffers of the backward stored in float32 (chunk.SCRATCH_OVERRIDE), for the
+        # whole timing (the backward reads it when it runs)
+        scratch = tuple(p.get("_scratch", ()))
+        p = replace(TritonParams.from_config(TritonBackend().default_config(problem)),
+                    **{k: v for k, v in p.items() if k != "_scratch"})
+    chunk.SCRATCH_OVERRIDE.clear()
+    chunk.SCRATCH_OVERRIDE.update({b: torch.float32 for b in scratch})
+    try:
+        _timing(p, tag, shape, problem, B, T, H, K, V)
+    finally:
+        chunk.SCRATCH_OVERRIDE.clear()
+
+
+def _timing(p: TritonParams, tag: str, shape: str, problem: Problem, B: int, T: int, H: int, K: int,
+            V: int) -> None:
+    from triton.testing import do_bench
+
     d = make_inputs(problem, seed=0, requires_grad=True)
     xs = [d[n] for n in ("q", "k", "v", "e", "g", "beta", "gamma") if d[n] is not None]
     do = torch.randn(B, T, H, V, device=DEV, dtype=torch.bfloat16)
@@ -167,7 +183,9 @@ def main() -> None:
                 **{f"gk{n}": {"bk_grad": n} for n in (32, 64, 128)},
                 "gk64_half": {"bk_grad": 64, "bwd_scratch": "half"}, "gk64_bv64": {"bk_grad": 64, "bv_grad": 64},
                 "gk64_w8": {"bk_grad": 64, "warps_grad": 8}, "gk64_bv16": {"bk_grad": 64, "bv_grad": 16},
-                "gk0": {"bk_grad": 0}, "ilow": {"intra_dots": "half"},
+                "gk0": {"bk_grad": 0},
+                "u32": {"_scratch": ("u",)}, "w32": {"_scratch": ("w",)},
+                "all32": {"_scratch": ("w", "u", "h", "dh")}, "ilow": {"intra_dots": "half"},
                 "ilow_w8_32": {"intra_dots": "half", "warps_intra": 8, "bk_intra": 32, "bv_intra": 32},
                 "i_w8_32": {"warps_intra": 8, "bk_intra": 32, "bv_intra": 32},
                 "gk128_ilow": {"bk_grad": 128, "intra_dots": "half"},
