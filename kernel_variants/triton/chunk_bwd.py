@@ -220,6 +220,22 @@ def eda_bwd_dh_kernel(
 
 
 @triton.jit
+def _grad_products(b_S, b_dS, b_d, b_dd, b_do, b_dw, b_dkd, b_dqg, b_da, b_ddec, with_da, PREC: tl.constexpr,
+                   DT: tl.constexpr):
+    """One V tile's part of the per-chunk gradients, given the chunk's states S and dS on the
+    program's K range, Delta, dDelta (DT) and dO: dW -= dDelta S^T, dQg += dO S^T, dKd += Delta dS^T,
+    dAqk += dO Delta^T (when ``with_da``) and ddec += <S, dS> per K row."""
+    b_Sd = b_S.to(DT)
+    b_dw -= tl.dot(b_dd, tl.trans(b_Sd), input_precision=PREC)
+    b_dqg += tl.dot(b_do, tl.trans(b_Sd), input_precision=PREC)
+    b_dkd += tl.dot(b_d, tl.trans(b_dS.to(DT)), input_precision=PREC)
+    if with_da:
+        b_da += tl.dot(b_do, tl.trans(b_d), input_precision=PREC)
+    b_ddec += tl.sum(b_S.to(tl.float32) * b_dS.to(tl.float32), axis=1)
+    return b_dw, b_dkd, b_dqg, b_da, b_ddec
+
+
+@triton.jit
 def eda_bwd_grad_kernel(
     h, dh, w, u, do, du, dw, dqg, daqk, dkd, ddec, q, k, e, g, scale, cu_seqlens, chunk_indices,
     T, NCT, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
@@ -273,17 +289,11 @@ def _grad_chunk(
         b_u = tl.load(u + p_rv, mask=m_v[None, :], other=0.).to(tl.float32)
         b_do = tl.load(do + ((bos + i_t * BT + o_t) * H + i_h)[:, None] * V + o_v[None, :],
                        mask=m_t[:, None] & m_v[None, :], other=0.).to(DT)
-        b_Sd = b_S.to(DT)
-        b_dSd = b_dS.to(DT)
-        b_d = (b_u - tl.dot(b_w, b_Sd, input_precision=PREC)).to(DT)
-        b_dd = tl.dot(tl.trans(b_a), b_do, input_precision=PREC) + tl.dot(b_kd, b_dSd, input_precision=PREC)
+        b_d = (b_u - tl.dot(b_w, b_S.to(DT), input_precision=PREC)).to(DT)
+        b_dd = tl.dot(tl.trans(b_a), b_do, input_precision=PREC) + tl.dot(b_kd, b_dS.to(DT), input_precision=PREC)
         tl.store(du + (ss * NR + o_r)[:, None] * V + o_v[None, :], b_dd, mask=m_v[None, :])
-        b_ddd = b_dd.to(DT)
-        b_dw -= tl.dot(b_ddd, tl.trans(b_Sd), input_precision=PREC)
-        b_dqg += tl.dot(b_do, tl.trans(b_Sd), input_precision=PREC)
-        b_da += tl.dot(b_do, tl.trans(b_d), input_precision=PREC)
-        b_dkd += tl.dot(b_d, tl.trans(b_dSd), input_precision=PREC)
-        b_ddec += tl.sum(b_S.to(tl.float32) * b_dS.to(tl.float32), axis=1)
+        b_dw, b_dkd, b_dqg, b_da, b_ddec = _grad_products(b_S, b_dS, b_d, b_dd.to(DT), b_do, b_dw, b_dkd, b_dqg,
+                                                          b_da, b_ddec, True, PREC, DT)
     tl.store(dw + (ss * NR + o_r)[:, None] * K + o_k[None, :], b_dw, mask=m_k[None, :])
     tl.store(dkd + (ss * NR + o_r)[:, None] * K + o_k[None, :], b_dkd, mask=m_k[None, :])
     tl.store(dqg + (ss * BT + o_t)[:, None] * K + o_k[None, :], b_dqg, mask=m_k[None, :])
@@ -334,13 +344,8 @@ def eda_bwd_gradk_kernel(
         b_dd = tl.load(du + p_rv, mask=m_v[None, :], other=0.).to(DT)
         b_do = tl.load(do + ((bos + i_t * BT + o_t) * H + i_h)[:, None] * V + o_v[None, :],
                        mask=m_t[:, None] & m_v[None, :], other=0.).to(DT)
-        b_Sd = b_S.to(DT)
-        b_dw -= tl.dot(b_dd, tl.trans(b_Sd), input_precision=PREC)
-        b_dqg += tl.dot(b_do, tl.trans(b_Sd), input_precision=PREC)
-        b_dkd += tl.dot(b_d, tl.trans(b_dS.to(DT)), input_precision=PREC)
-        if i_k == 0:
-            b_da += tl.dot(b_do, tl.trans(b_d), input_precision=PREC)
-        b_ddec += tl.sum(b_S.to(tl.float32) * b_dS.to(tl.float32), axis=1)
+        b_dw, b_dkd, b_dqg, b_da, b_ddec = _grad_products(b_S, b_dS, b_d, b_dd, b_do, b_dw, b_dkd, b_dqg, b_da,
+                                                          b_ddec, i_k == 0, PREC, DT)
     tl.store(dw + (sc * NR + o_r)[:, None] * K + o_k[None, :], b_dw.to(dw.dtype.element_ty), mask=m_k[None, :])
     tl.store(dkd + (sc * NR + o_r)[:, None] * K + o_k[None, :], b_dkd.to(dkd.dtype.element_ty), mask=m_k[None, :])
     tl.store(dqg + (sc * BT + o_t)[:, None] * K + o_k[None, :], b_dqg.to(dqg.dtype.element_ty), mask=m_k[None, :])
