@@ -220,6 +220,23 @@ def eda_bwd_dh_kernel(
 
 
 @triton.jit
+def _grad_accumulators(NR: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr):
+    """Zeros for dW, dKd [NR, BK], dQg [BT, BK], dAqk [BT, NR] and ddec [BK]."""
+    return (tl.zeros([NR, BK], dtype=tl.float32), tl.zeros([NR, BK], dtype=tl.float32),
+            tl.zeros([BT, BK], dtype=tl.float32), tl.zeros([BT, NR], dtype=tl.float32),
+            tl.zeros([BK], dtype=tl.float32))
+
+
+@triton.jit
+def _state_tiles(h, dh, sc, o_k, m_k, o_v, m_v, K: tl.constexpr, V: tl.constexpr):
+    """The chunk's state S and state gradient dS on rows ``o_k`` and columns ``o_v`` (scratch
+    layout [.., NC, K, V], chunk ``sc``)."""
+    p_kv = sc * K * V + o_k[:, None] * V + o_v[None, :]
+    m_kv = m_k[:, None] & m_v[None, :]
+    return tl.load(h + p_kv, mask=m_kv, other=0.), tl.load(dh + p_kv, mask=m_kv, other=0.)
+
+
+@triton.jit
 def _grad_products(b_S, b_dS, b_d, b_dd, b_do, b_dw, b_dkd, b_dqg, b_da, b_ddec, with_da, PREC: tl.constexpr,
                    DT: tl.constexpr):
     """One V tile's part of the per-chunk gradients, given the chunk's states S and dS on the
@@ -273,18 +290,11 @@ def _grad_chunk(
     b_kd, b_qg, b_a, b_dec = _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k, m_k,
                                            H, K, BT, USE_G, DT, PREC)
     b_w = tl.load(w + (sc * NR + o_r)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.).to(DT)
-    b_dw = tl.zeros([NR, BK], dtype=tl.float32)
-    b_dkd = tl.zeros([NR, BK], dtype=tl.float32)
-    b_dqg = tl.zeros([BT, BK], dtype=tl.float32)
-    b_da = tl.zeros([BT, NR], dtype=tl.float32)
-    b_ddec = tl.zeros([BK], dtype=tl.float32)
+    b_dw, b_dkd, b_dqg, b_da, b_ddec = _grad_accumulators(NR, BT, BK)
     for i_v in range(tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
         m_v = o_v < V
-        p_kv = sc * K * V + o_k[:, None] * V + o_v[None, :]
-        m_kv = m_k[:, None] & m_v[None, :]
-        b_S = tl.load(h + p_kv, mask=m_kv, other=0.)
-        b_dS = tl.load(dh + p_kv, mask=m_kv, other=0.)
+        b_S, b_dS = _state_tiles(h, dh, sc, o_k, m_k, o_v, m_v, K, V)
         p_rv = (sc * NR + o_r)[:, None] * V + o_v[None, :]
         b_u = tl.load(u + p_rv, mask=m_v[None, :], other=0.).to(tl.float32)
         b_do = tl.load(do + ((bos + i_t * BT + o_t) * H + i_h)[:, None] * V + o_v[None, :],
@@ -327,18 +337,11 @@ def eda_bwd_gradk_kernel(
     o_k = i_k * BK + tl.arange(0, BK)
     m_k = o_k < K
     m_t = (i_t * BT + o_t) < L
-    b_dw = tl.zeros([NR, BK], dtype=tl.float32)
-    b_dkd = tl.zeros([NR, BK], dtype=tl.float32)
-    b_dqg = tl.zeros([BT, BK], dtype=tl.float32)
-    b_da = tl.zeros([BT, NR], dtype=tl.float32)
-    b_ddec = tl.zeros([BK], dtype=tl.float32)
+    b_dw, b_dkd, b_dqg, b_da, b_ddec = _grad_accumulators(NR, BT, BK)
     for i_v in range(tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
         m_v = o_v < V
-        p_kv = sc * K * V + o_k[:, None] * V + o_v[None, :]
-        m_kv = m_k[:, None] & m_v[None, :]
-        b_S = tl.load(h + p_kv, mask=m_kv, other=0.)
-        b_dS = tl.load(dh + p_kv, mask=m_kv, other=0.)
+        b_S, b_dS = _state_tiles(h, dh, sc, o_k, m_k, o_v, m_v, K, V)
         p_rv = (sc * NR + o_r)[:, None] * V + o_v[None, :]
         b_d = tl.load(vn + p_rv, mask=m_v[None, :], other=0.).to(DT)
         b_dd = tl.load(du + p_rv, mask=m_v[None, :], other=0.).to(DT)
