@@ -55,11 +55,12 @@ def default_pieces(problem: Problem, BV: int, max_programs: int) -> int:
     return seg
 
 
-def with_segments(backend: Backend, problem: Problem, cfg: Config, segments: int) -> Config:
-    """``cfg`` with ``segments`` where the backend's space admits that for ``problem``, else ``cfg``."""
-    if segments == cfg["segments"]:
+def with_tunables(backend: Backend, problem: Problem, cfg: Config, **tunables: Any) -> Config:
+    """``cfg`` with ``tunables`` where the backend's space admits them for ``problem``, else ``cfg``
+    (the backends' problem-dependent defaults: ``segments``, triton's ``bk_grad``)."""
+    if all(cfg[name] == value for name, value in tunables.items()):
         return cfg
-    values = {**cfg.to_dict(), "segments": segments}
+    values = {**cfg.to_dict(), **tunables}
     return Config.from_dict(values) if backend.check_config(problem, values)[0] else cfg
 
 

@@ -28,7 +28,7 @@ from eda_tune.backends.base import Backend, EdaKernel
 from eda_tune.inputs import l2norm
 from eda_tune.problem import Config, Problem
 from eda_tune.search.space import DEFAULT_SMEM_LIMIT
-from kernel_variants.segments import PiecesFunction, default_pieces, run_segmented, segmented_forward, with_segments
+from kernel_variants.segments import PiecesFunction, default_pieces, run_segmented, segmented_forward, with_tunables
 from kernel_variants.tilelang.kernels import (
     GENERATORS,
     KernelProblem,
@@ -473,7 +473,7 @@ class TileLangBackend(Backend):
         run 45) one S4 step took 13.34 ms of kernels with 16 pieces (torch.profiler, run 45) where
         the uncut step had timed 26.06 ms (bench, run 35); not yet benched side by side."""
         cfg = super().default_config(problem)
-        return with_segments(self, problem, cfg, default_pieces(problem, int(cfg["BV"]), max_programs=32))
+        return with_tunables(self, problem, cfg, segments=default_pieces(problem, int(cfg["BV"]), max_programs=32))
 
     def constraint_vars_names(self) -> list[str]:
         return ["intra_smem", "recurrence_smem", "tm_smem", "recurrence_tm_smem", "states_smem", "dstates_smem",

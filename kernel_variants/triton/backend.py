@@ -8,7 +8,7 @@ from typing import Any
 
 from eda_tune.backends.base import Backend, EdaKernel
 from eda_tune.problem import Config, Problem
-from kernel_variants.segments import default_pieces, with_segments
+from kernel_variants.segments import default_pieces, with_tunables
 
 
 def triton_smem(BT: int, BK: int, BV: int, num_stages: int, K: int, dtype_bytes: int) -> int:
@@ -79,10 +79,9 @@ class TritonBackend(Backend):
         8.71 with 64 (H200 run 46), 8.46 against 8.67 (run 47); at S5 (K = 256) 64 against 32:
         10.13 and 10.80 ms (run 46)."""
         cfg = super().default_config(problem)
-        cfg = with_segments(self, problem, cfg, default_segments(problem, int(cfg["BV"])))
+        cfg = with_tunables(self, problem, cfg, segments=default_segments(problem, int(cfg["BV"])))
         bk = 64 if problem.K > 128 else min(128, max(32, 1 << (problem.K - 1).bit_length()))
-        values = {**cfg.to_dict(), "bk_grad": bk}
-        return Config.from_dict(values) if self.check_config(problem, values)[0] else cfg
+        return with_tunables(self, problem, cfg, bk_grad=bk)
 
     def constraint_vars_names(self) -> list[str]:
         return ["triton_smem"]
