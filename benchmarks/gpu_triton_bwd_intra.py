@@ -27,8 +27,7 @@ import torch
 
 from eda_tune.checking import make_inputs, run_and_check
 from eda_tune.problem import Problem
-from kernel_variants.triton import chunk
-from kernel_variants.triton.chunk import TritonParams, chunk_eda_bwd_triton, chunk_eda_triton
+from kernel_variants.triton.chunk import TritonParams, chunk_eda_bwd_triton, float32_scratch, params_call
 
 OUT = os.environ.get("OUT", "results/bench")
 CUDA = torch.cuda.is_available()
@@ -47,15 +46,8 @@ def save() -> None:
         json.dump(RES, f, indent=1)
 
 
-def call(p: TritonParams):
-    def fn(q, k, v, e, g, beta, gamma, initial_state, output_final_state, cu_seqlens, use_qk_l2norm_in_kernel):
-        return chunk_eda_triton(q, k, v, e, g, beta, gamma, q.shape[-1] ** -0.5, initial_state,
-                                output_final_state, cu_seqlens, use_qk_l2norm_in_kernel, p)
-    return fn
-
-
 def check(name: str, problem: Problem, p: TritonParams) -> None:
-    res = run_and_check(call(p), problem, seed=1, grads=True)
+    res = run_and_check(params_call(p), problem, seed=1, grads=True)
     rec = {"name": name, "config": p.__dict__, "ok": res.ok, "errors": res.errors, "reason": res.reason}
     RES["checks"].append(rec)
     save()
@@ -72,17 +64,13 @@ def timing(p: TritonParams | dict[str, Any], tag: str, shape: str = "S1") -> Non
     problem = Problem(B=B, T=T, H=H, K=K, V=V, dtype="bfloat16", gate=True, training=True, device=DEV)
     scratch: tuple[str, ...] = ()
     if isinstance(p, dict):
-        # "_scratch": buffers of the backward stored in float32 (chunk.SCRATCH_OVERRIDE), for the
+        # "_scratch": buffers of the backward stored in float32 (chunk.float32_scratch), for the
         # whole timing (the backward reads it when it runs)
         scratch = tuple(p.get("_scratch", ()))
         p = replace(TritonParams.from_config(TritonBackend().default_config(problem)),
                     **{k: v for k, v in p.items() if k != "_scratch"})
-    chunk.SCRATCH_OVERRIDE.clear()
-    chunk.SCRATCH_OVERRIDE.update({b: torch.float32 for b in scratch})
-    try:
+    with float32_scratch(scratch):
         _timing(p, tag, shape, problem, B, T, H, K, V)
-    finally:
-        chunk.SCRATCH_OVERRIDE.clear()
 
 
 def _timing(p: TritonParams, tag: str, shape: str, problem: Problem, B: int, T: int, H: int, K: int,
@@ -92,7 +80,7 @@ def _timing(p: TritonParams, tag: str, shape: str, problem: Problem, B: int, T: 
     d = make_inputs(problem, seed=0, requires_grad=True)
     xs = [d[n] for n in ("q", "k", "v", "e", "g", "beta", "gamma") if d[n] is not None]
     do = torch.randn(B, T, H, V, device=DEV, dtype=torch.bfloat16)
-    fn = call(p)
+    fn = params_call(p)
 
     def step():
         o, _ = fn(**d)

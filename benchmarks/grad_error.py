@@ -26,9 +26,8 @@ import torch
 from eda_tune.bench.baselines import FLA_GDP
 from eda_tune.checking import make_inputs, reference_outputs, run_and_check
 from eda_tune.problem import Problem
-from kernel_variants.triton import chunk
 from kernel_variants.triton.backend import TritonBackend
-from kernel_variants.triton.chunk import TritonParams, chunk_eda_triton
+from kernel_variants.triton.chunk import TritonParams, float32_scratch, params_call
 
 OUT = os.environ.get("OUT", "results/bench")
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -51,19 +50,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bk_grad0": {"bk_grad": 0},
     "intra_half": {"intra_dots": "half"},
     "intra_half_scratch": {"intra_dots": "half", "bwd_scratch": "half"},
-    # the backward's stored W / U / all four recomputed buffers in float32 (chunk.SCRATCH_OVERRIDE;
+    # the backward's stored W / U / all four recomputed buffers in float32 (chunk.float32_scratch;
     # benchmarks/scratch_precision.py measures the same on the CPU)
     "w_fp32": {"_scratch": ("w",)},
     "u_fp32": {"_scratch": ("u",)},
     "all_fp32": {"_scratch": ("w", "u", "h", "dh")},
 }
-
-
-def triton_call(p: TritonParams):
-    def fn(q, k, v, e, g, beta, gamma, initial_state, output_final_state, cu_seqlens, use_qk_l2norm_in_kernel):
-        return chunk_eda_triton(q, k, v, e, g, beta, gamma, q.shape[-1] ** -0.5, initial_state,
-                                output_final_state, cu_seqlens, use_qk_l2norm_in_kernel, p)
-    return fn
 
 
 def main() -> None:
@@ -89,18 +81,15 @@ def main() -> None:
             runs: list[tuple[str, Any]] = []
             if fla_ok and FLA_GDP.supports(problem)[0]:
                 runs.append(("fla_gdp", FLA_GDP.build(problem)))
-            runs += [(n, triton_call(replace(base, **{k: v for k, v in VARIANTS[n].items() if k != "_scratch"})))
+            runs += [(n, params_call(replace(base, **{k: v for k, v in VARIANTS[n].items() if k != "_scratch"})))
                      for n in names]
             for label, fn in runs:
                 for x in inputs.values():
                     if isinstance(x, torch.Tensor):
                         x.grad = None
                 # the override must hold through the backward, which runs inside run_and_check
-                chunk.SCRATCH_OVERRIDE.update({b: torch.float32 for b in VARIANTS.get(label, {}).get("_scratch", ())})
-                try:
+                with float32_scratch(VARIANTS.get(label, {}).get("_scratch", ())):
                     check = run_and_check(fn, problem, seed=seed, reference=ref, inputs=inputs)
-                finally:
-                    chunk.SCRATCH_OVERRIDE.clear()
                 res["rows"].append({"problem": pname, "seed": seed, "label": label, "errors": check.errors,
                                     "config": VARIANTS.get(label)})
                 with open(os.path.join(OUT, "grad_error.json"), "w") as f:

@@ -446,22 +446,22 @@ def test_gpu_bf16_k_tiled_grad(K: int, bk: int) -> None:
     _check(problem, TritonParams(BV=32 if K == 256 else 64, bk_grad=bk), seed=26, grads=True, tol=2e-2)
 
 
-def test_scratch_override_reaches_the_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``SCRATCH_OVERRIDE`` (benchmarks/scratch_precision.py) changes the dtype of the backward's
+def test_scratch_override_reaches_the_buffers() -> None:
+    """``float32_scratch`` (benchmarks/scratch_precision.py) changes the dtype of the backward's
     stored W: in float32 the initial state's gradient of a bf16 problem gets closer to the float64
     reference (under the interpreter the dots are float32, so W's storage is its only rounding)."""
-    from kernel_variants.triton import chunk as chunk_mod
+    from kernel_variants.triton.chunk import float32_scratch
 
     problem = Problem(B=1, T=96, H=1, K=32, V=32, dtype="bfloat16", initial_state=True, final_state=True,
                       training=True, device=DEVICE)
     inputs = make_inputs(problem, seed=2, device=DEVICE, requires_grad=True)
     grads = []
-    for override in ({}, {"w": torch.float32}):
-        monkeypatch.setattr(chunk_mod, "SCRATCH_OVERRIDE", override)
+    for names in ((), ("w",)):
         x = {k: (v.detach().clone().requires_grad_(True) if isinstance(v, torch.Tensor) and v.requires_grad else v)
              for k, v in inputs.items()}
-        o, _ = _run(x, TritonParams(BT=16, BK=32, BV=32))
-        grads.append(torch.autograd.grad(o.float().sum(), x["initial_state"])[0])
+        with float32_scratch(names):
+            o, _ = _run(x, TritonParams(BT=16, BK=32, BV=32))
+            grads.append(torch.autograd.grad(o.float().sum(), x["initial_state"])[0])
     up = upcast(inputs)
     want = torch.autograd.grad(naive_recurrent_eda(**up)[0].sum(), up["initial_state"])[0]
     half, full = (rel_error(gr, want) for gr in grads)

@@ -19,11 +19,12 @@ Backward (``bwd_intra``):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,8 +144,19 @@ def _scratch_dtype(dtype: torch.dtype) -> torch.dtype:
 
 #: dtypes that replace the 16-bit scratch of the backward's recomputed W, U, states (h) and state
 #: gradients (dh), by name: for measuring what each one's rounding costs
-#: (benchmarks/scratch_precision.py); empty in normal use
+#: (benchmarks/scratch_precision.py); empty in normal use (set it with ``float32_scratch``)
 SCRATCH_OVERRIDE: dict[str, torch.dtype] = {}
+
+
+@contextlib.contextmanager
+def float32_scratch(names: Iterable[str]) -> Iterator[None]:
+    """Within the block, the backward stores the named buffers (of w, u, h, dh) in float32; the
+    block must hold the backward too (it reads the override when it runs)."""
+    SCRATCH_OVERRIDE.update({n: torch.float32 for n in names})
+    try:
+        yield
+    finally:
+        SCRATCH_OVERRIDE.clear()
 
 
 def _with_fallback(launch: Callable[[int, int], None], BV: int, num_stages: int) -> None:
@@ -627,3 +639,15 @@ def chunk_eda_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch
     o, ht = ChunkEdaFunction.apply(q, k, v, e, g, beta, gamma, float(scale), initial_state,
                                    output_final_state, cu_seqlens, seqlens, p)
     return o, ht
+
+
+def params_call(p: TritonParams) -> Callable[..., tuple[torch.Tensor, torch.Tensor | None]]:
+    """``chunk_eda_triton`` at ``p`` with ``chunk_eda``'s keyword inputs (``make_inputs``) and the
+    default scale: for scripts and checks that pin TritonParams the search space does not name."""
+    def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor, g: torch.Tensor | None,
+           beta: torch.Tensor, gamma: torch.Tensor, initial_state: torch.Tensor | None = None,
+           output_final_state: bool = False, cu_seqlens: torch.Tensor | None = None,
+           use_qk_l2norm_in_kernel: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return chunk_eda_triton(q, k, v, e, g, beta, gamma, q.shape[-1] ** -0.5, initial_state,
+                                output_final_state, cu_seqlens, use_qk_l2norm_in_kernel, p)
+    return fn
