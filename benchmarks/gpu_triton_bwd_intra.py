@@ -27,7 +27,7 @@ import torch
 
 from eda_tune.checking import make_inputs, run_and_check
 from eda_tune.problem import Problem
-from kernel_variants.triton.chunk import TritonParams, chunk_eda_bwd_triton, float32_scratch, params_call
+from kernel_variants.triton.chunk import TritonParams, chunk_eda_bwd_triton, params_call, scratch_override
 
 OUT = os.environ.get("OUT", "results/bench")
 CUDA = torch.cuda.is_available()
@@ -64,12 +64,12 @@ def timing(p: TritonParams | dict[str, Any], tag: str, shape: str = "S1") -> Non
     problem = Problem(B=B, T=T, H=H, K=K, V=V, dtype="bfloat16", gate=True, training=True, device=DEV)
     scratch: tuple[str, ...] = ()
     if isinstance(p, dict):
-        # "_scratch": buffers of the backward stored in float32 (chunk.float32_scratch), for the
+        # "_scratch": buffers of the backward stored in float32 (chunk.scratch_override), for the
         # whole timing (the backward reads it when it runs)
         scratch = tuple(p.get("_scratch", ()))
         p = replace(TritonParams.from_config(TritonBackend().default_config(problem)),
                     **{k: v for k, v in p.items() if k != "_scratch"})
-    with float32_scratch(scratch):
+    with scratch_override(scratch):
         _timing(p, tag, shape, problem, B, T, H, K, V)
 
 
@@ -174,6 +174,8 @@ def main() -> None:
                 "gk0": {"bk_grad": 0},
                 "u32": {"_scratch": ("u",)}, "w32": {"_scratch": ("w",)},
                 "all32": {"_scratch": ("w", "u", "h", "dh")}, "ilow": {"intra_dots": "half"},
+                "dh32": {"dh_dots": "tf32"}, "dd_split": {"dh_dots": "dd_split"}, "dd_tf32": {"dh_dots": "dd_tf32"},
+                "dh32_wu32": {"dh_dots": "tf32", "wu_dots": "tf32", "_scratch": ("w",)},
                 "ilow_w8_32": {"intra_dots": "half", "warps_intra": 8, "bk_intra": 32, "bv_intra": 32},
                 "i_w8_32": {"warps_intra": 8, "bk_intra": 32, "bv_intra": 32},
                 "gk128_ilow": {"bk_grad": 128, "intra_dots": "half"},

@@ -27,7 +27,7 @@ from eda_tune.bench.baselines import FLA_GDP
 from eda_tune.checking import make_inputs, reference_outputs, run_and_check
 from eda_tune.problem import Problem
 from kernel_variants.triton.backend import TritonBackend
-from kernel_variants.triton.chunk import TritonParams, float32_scratch, params_call
+from kernel_variants.triton.chunk import TritonParams, params_call, scratch_override
 
 OUT = os.environ.get("OUT", "results/bench")
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -50,11 +50,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bk_grad0": {"bk_grad": 0},
     "intra_half": {"intra_dots": "half"},
     "intra_half_scratch": {"intra_dots": "half", "bwd_scratch": "half"},
-    # the backward's stored W / U / all four recomputed buffers in float32 (chunk.float32_scratch;
+    # the backward's stored W / U / all four recomputed buffers in float32 (chunk.scratch_override;
     # benchmarks/scratch_precision.py measures the same on the CPU)
     "w_fp32": {"_scratch": ("w",)},
     "u_fp32": {"_scratch": ("u",)},
     "all_fp32": {"_scratch": ("w", "u", "h", "dh")},
+    # probes of the initial state's gradient: float32 operands in the dS scan's dots (dh_dots),
+    # and W recomputed from float32 operands (wu_dots) and stored in float32
+    "dh32": {"dh_dots": "tf32"},
+    "dd_split": {"dh_dots": "dd_split"},
+    "dd_tf32": {"dh_dots": "dd_tf32"},
+    "dh32_w32": {"dh_dots": "tf32", "_scratch": ("w",)},
+    "dh32_wu32": {"dh_dots": "tf32", "wu_dots": "tf32", "_scratch": ("w",)},
+    "wu32_w32": {"wu_dots": "tf32", "_scratch": ("w",)},
 }
 
 
@@ -88,7 +96,7 @@ def main() -> None:
                     if isinstance(x, torch.Tensor):
                         x.grad = None
                 # the override must hold through the backward, which runs inside run_and_check
-                with float32_scratch(VARIANTS.get(label, {}).get("_scratch", ())):
+                with scratch_override(VARIANTS.get(label, {}).get("_scratch", ())):
                     check = run_and_check(fn, problem, seed=seed, reference=ref, inputs=inputs)
                 res["rows"].append({"problem": pname, "seed": seed, "label": label, "errors": check.errors,
                                     "config": VARIANTS.get(label)})

@@ -5,7 +5,7 @@
 Under Triton's interpreter the kernels' dots take float32 operands (``_dot_dtype``), so the only
 16-bit rounding left in a bf16 problem's backward is the scratch it stores: the recomputed W and U,
 the chunk states h and the state gradients dh (``chunk._scratch_dtype``). This runs one bf16
-training problem with each of them in float32 in turn (``chunk.float32_scratch``), all of them,
+training problem with each of them in float32 in turn (``chunk.scratch_override``), all of them,
 and none, beside the torch backend (float32 inside), every error against the float64 reference
 (relative norm, two seeds). On a GPU the dots add their own 16-bit operand rounding; this isolates
 the storage part.
@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from eda_tune.backends.registry import all_backends  # noqa: E402
 from eda_tune.checking import make_inputs, reference_outputs, run_and_check  # noqa: E402
 from eda_tune.problem import Problem  # noqa: E402
-from kernel_variants.triton.chunk import TritonParams, float32_scratch, params_call  # noqa: E402
+from kernel_variants.triton.chunk import TritonParams, params_call, scratch_override  # noqa: E402
 
 PROBLEM = Problem(B=1, T=256, H=2, K=32, V=32, dtype="bfloat16", gate=True, initial_state=True, final_state=True,
                   training=True, device="cpu")
@@ -55,7 +55,7 @@ def main() -> None:
             for x in inputs.values():
                 if isinstance(x, torch.Tensor):
                     x.grad = None
-            with float32_scratch(bufs):
+            with scratch_override(bufs):
                 res = run_and_check(fn, PROBLEM, seed=seed, reference=ref, inputs=inputs)
             rows.append({"seed": seed, "variant": label, "errors": res.errors})
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

@@ -447,10 +447,10 @@ def test_gpu_bf16_k_tiled_grad(K: int, bk: int) -> None:
 
 
 def test_scratch_override_reaches_the_buffers() -> None:
-    """``float32_scratch`` (benchmarks/scratch_precision.py) changes the dtype of the backward's
+    """``scratch_override`` (benchmarks/scratch_precision.py) changes the dtype of the backward's
     stored W: in float32 the initial state's gradient of a bf16 problem gets closer to the float64
     reference (under the interpreter the dots are float32, so W's storage is its only rounding)."""
-    from kernel_variants.triton.chunk import float32_scratch
+    from kernel_variants.triton.chunk import scratch_override
 
     problem = Problem(B=1, T=96, H=1, K=32, V=32, dtype="bfloat16", initial_state=True, final_state=True,
                       training=True, device=DEVICE)
@@ -459,13 +459,37 @@ def test_scratch_override_reaches_the_buffers() -> None:
     for names in ((), ("w",)):
         x = {k: (v.detach().clone().requires_grad_(True) if isinstance(v, torch.Tensor) and v.requires_grad else v)
              for k, v in inputs.items()}
-        with float32_scratch(names):
+        with scratch_override(names):
             o, _ = _run(x, TritonParams(BT=16, BK=32, BV=32))
             grads.append(torch.autograd.grad(o.float().sum(), x["initial_state"])[0])
     up = upcast(inputs)
     want = torch.autograd.grad(naive_recurrent_eda(**up)[0].sum(), up["initial_state"])[0]
     half, full = (rel_error(gr, want) for gr in grads)
     assert full < 0.9 * half, (half, full)
+
+
+def test_u_scratch_is_float32_unless_half() -> None:
+    """The backward stores U in float32 (Delta = U - W S cancels, so U's 16-bit rounding reached
+    dg and dq): a bf16 problem's dg is closer to the float64 reference than with U forced to bf16,
+    and ``bwd_scratch: half`` keeps U in bf16 (its gradient equals the forced one's)."""
+    from kernel_variants.triton.chunk import scratch_override
+
+    problem = Problem(B=1, T=80, H=1, K=32, V=48, dtype="bfloat16", initial_state=True, final_state=True,
+                      training=True, device=DEVICE)
+    inputs = make_inputs(problem, seed=5, device=DEVICE, requires_grad=True)
+    runs = (((), {}), (("u",), {}), ((), {"bwd_scratch": "half"}), (("u",), {"bwd_scratch": "half"}))
+    dgs = []
+    for names, kw in runs:
+        x = {k: (v.detach().clone().requires_grad_(True) if isinstance(v, torch.Tensor) and v.requires_grad else v)
+             for k, v in inputs.items()}
+        with scratch_override(names, torch.bfloat16):
+            o, _ = _run(x, TritonParams(BT=16, BK=32, BV=32, **kw))
+            dgs.append(torch.autograd.grad(o.float().sum(), x["g"])[0])
+    up = upcast(inputs)
+    want = torch.autograd.grad(naive_recurrent_eda(**up)[0].sum(), up["g"])[0]
+    full, half = rel_error(dgs[0], want), rel_error(dgs[1], want)
+    assert full < 0.9 * half, (full, half)
+    assert torch.equal(dgs[2], dgs[3])
 
 
 def test_training_default_takes_k_tiled_grad() -> None:

@@ -93,6 +93,12 @@ class TritonParams:
     # 16-bit input dtype; the inverse and dA stay float32). Not searched: 2% faster at S1 (8.67 ->
     # 8.48 ms, H200 run 47) but dq, dv, dbeta errors then reach fla's (NOTES.md, error clause)
     intra_dots: str = "tf32"
+    # operands of the dS scan's dots in backward: "input" (the 16-bit input dtype), "tf32" (all
+    # float32), "dd_split" (dDelta as two 16-bit halves in W^T dDelta), "dd_tf32" (dDelta and W in
+    # float32 there); and of the W/U recompute's dots: "input" or "tf32". Not searched: probes of
+    # where the initial state's gradient loses accuracy (benchmarks/grad_error.py variants dh32..)
+    dh_dots: str = "input"
+    wu_dots: str = "input"
     bk_intra: int = 0
     bv_intra: int = 0
     warps_intra: int = 0
@@ -116,6 +122,9 @@ class TritonParams:
                    stages_dh=int(config["stages_dh"]), warps_grad=int(config["warps_grad"]),
                    bk_grad=int(config["bk_grad"]))
 
+
+#: values of TritonParams.dh_dots ("dd_split" and "dd_tf32": the dS kernel's DD_MODE 1 and 2)
+DH_DOTS = ("input", "tf32", "dd_split", "dd_tf32")
 
 #: ``bwd_intra`` values whose backward is ``chunk_eda_bwd_triton`` (it takes ``exit_grads``)
 TRITON_INTRA = ("triton", "triton2", "fused")
@@ -144,15 +153,15 @@ def _scratch_dtype(dtype: torch.dtype) -> torch.dtype:
 
 #: dtypes that replace the 16-bit scratch of the backward's recomputed W, U, states (h) and state
 #: gradients (dh), by name: for measuring what each one's rounding costs
-#: (benchmarks/scratch_precision.py); empty in normal use (set it with ``float32_scratch``)
+#: (benchmarks/scratch_precision.py); empty in normal use (set it with ``scratch_override``)
 SCRATCH_OVERRIDE: dict[str, torch.dtype] = {}
 
 
 @contextlib.contextmanager
-def float32_scratch(names: Iterable[str]) -> Iterator[None]:
-    """Within the block, the backward stores the named buffers (of w, u, h, dh) in float32; the
+def scratch_override(names: Iterable[str], dtype: torch.dtype = torch.float32) -> Iterator[None]:
+    """Within the block, the backward stores the named buffers (of w, u, h, dh) in ``dtype``; the
     block must hold the backward too (it reads the override when it runs)."""
-    SCRATCH_OVERRIDE.update({n: torch.float32 for n in names})
+    SCRATCH_OVERRIDE.update({n: dtype for n in names})
     try:
         yield
     finally:
@@ -435,8 +444,15 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
     f32 = torch.float32
     dt = _dot_dtype(q.dtype)
 
+    for name, known in (("dh_dots", DH_DOTS), ("wu_dots", ("input", "tf32"))):
+        if getattr(p, name) not in known:
+            raise ValueError(f"{name} must be one of {known}, got {getattr(p, name)!r}")
     w = torch.empty(B, H, NCT, NR, K, dtype=SCRATCH_OVERRIDE.get("w", sdt), device=q.device)
-    u = torch.empty(B, H, NCT, NR, V, dtype=SCRATCH_OVERRIDE.get("u", sdt), device=q.device)
+    # U in float32 unless bwd_scratch is "half": Delta = U - W S cancels, so U's 16-bit rounding
+    # was amplified in Delta and from it in dg and dq (H200 run 50: dg 1.03x -> 0.94x fla's error,
+    # fwd+bwd 8.44 -> 8.53 ms and 256 MiB more at S1); with bk_grad Delta is stored over U, in float32
+    udt = sdt if p.bwd_scratch == "half" else f32
+    u = torch.empty(B, H, NCT, NR, V, dtype=SCRATCH_OVERRIDE.get("u", udt), device=q.device)
     # bk_grad: the per-chunk gradients over K tiles read Delta and dDelta from memory: the states
     # recompute overwrites U with Delta (each program reads a chunk's rows of U before it writes
     # them), the dS scan stores dDelta
@@ -446,7 +462,8 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
         eda_fwd_wu_kernel[(NCT, B * H)](
             k, e, v, g_, beta, gamma, w, u, cu_seqlens, ci, T, NCT,
             H=H, K=K, V=V, BT=BT, BK=BK, BV=bv, LOG2N=int(math.log2(BT)), USE_G=use_g,
-            IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=p.warps_bwd, num_stages=ns)
+            IS_VARLEN=varlen, PREC=p.precision, DT=tl.float32 if p.wu_dots == "tf32" else dt,
+            num_warps=p.warps_bwd, num_stages=ns)
 
     _with_fallback(launch_wu, BV, p.num_stages)
     h = torch.empty(B, H, NCT, K, V, dtype=SCRATCH_OVERRIDE.get("h", sdt), device=q.device)
@@ -499,7 +516,8 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
         eda_bwd_dh_kernel[(triton.cdiv(V, bv), N * H)](
             w, do, dht_ if dht_ is not None else dummy, bufs["dh"], dh0, q, k, e, g_, scale, cu_seqlens,
             co, T, NCT, H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_DHT=dht_ is not None,
-            IS_VARLEN=varlen, PREC=p.precision, DT=dt, USE_G=use_g, STORE_DH=store_dh, du=dU,
+            IS_VARLEN=varlen, PREC=p.precision, DT=tl.float32 if p.dh_dots == "tf32" else dt, USE_G=use_g,
+            STORE_DH=store_dh, du=dU, DD_MODE={"dd_split": 1, "dd_tf32": 2}.get(p.dh_dots, 0),
             STORE_DU=gradk and store_dh, num_warps=_override(p.warps_dh, p.warps_h), num_stages=ns)
 
     def launch_grad(bv: int, ns: int) -> None:

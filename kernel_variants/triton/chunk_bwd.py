@@ -174,14 +174,16 @@ def eda_bwd_dh_kernel(
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, USE_DHT: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
     DT: tl.constexpr, USE_G: tl.constexpr, STORE_DH: tl.constexpr = True, du=None,
-    STORE_DU: tl.constexpr = False,
+    STORE_DU: tl.constexpr = False, DD_MODE: tl.constexpr = 0,
 ):
     """The sequential part of the backward (config ``bwd_rec: split``): only dS, carried
     backwards through the chunks, dS <- Qg^T dO + dec dS - W^T (Aqk^T dO + Kd dS); stores the
     gradient of the state leaving each chunk (``dh``, the layout of the forward's ``h``) for
     ``eda_bwd_grad_kernel`` (not with STORE_DH false: the first of the two scans over pieces,
     which needs only dS of the initial state), and dS of the initial state. STORE_DU: also store
-    dDelta (= dU, computed here anyway) per chunk, for ``eda_bwd_gradk_kernel``."""
+    dDelta (= dU, computed here anyway) per chunk, for ``eda_bwd_gradk_kernel``. DD_MODE: dDelta
+    as the operand of W^T dDelta in DT (0), as two DT halves hi + lo (1: one more dot), or in
+    float32 (2)."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, L, sc0 = _seq_coords(i_n, i_h, i_nh, T, NCT, cu_seqlens, chunk_offsets, IS_VARLEN)
@@ -214,8 +216,15 @@ def eda_bwd_dh_kernel(
         if STORE_DU:
             tl.store(du + (sc * NR + o_r)[:, None] * V + o_v[None, :], b_dd.to(du.dtype.element_ty),
                      mask=m_v[None, :])
-        b_dS = (tl.dot(tl.trans(b_qg), b_do, input_precision=PREC) + b_dec * b_dS
-                - tl.dot(tl.trans(b_w), b_dd.to(DT), input_precision=PREC))
+        if DD_MODE == 1:
+            b_hi = b_dd.to(DT)
+            b_wdd = (tl.dot(tl.trans(b_w), b_hi, input_precision=PREC)
+                     + tl.dot(tl.trans(b_w), (b_dd - b_hi.to(tl.float32)).to(DT), input_precision=PREC))
+        elif DD_MODE == 2:
+            b_wdd = tl.dot(tl.trans(b_w.to(tl.float32)), b_dd, input_precision=PREC)
+        else:
+            b_wdd = tl.dot(tl.trans(b_w), b_dd.to(DT), input_precision=PREC)
+        b_dS = tl.dot(tl.trans(b_qg), b_do, input_precision=PREC) + b_dec * b_dS - b_wdd
     tl.store(dh0 + i_nh * K * V + p_kv, b_dS, mask=m_kv)
 
 
