@@ -58,8 +58,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # probes of the initial state's gradient: float32 operands in the dS scan's dots (dh_dots),
     # and W recomputed from float32 operands (wu_dots) and stored in float32
     "dh32": {"dh_dots": "tf32"},
-    "dd_split": {"dh_dots": "dd_split"},
-    "dd_tf32": {"dh_dots": "dd_tf32"},
+    "dh_input": {"dh_dots": "input"},
+    "kd_rows": {"dh_dots": "kd_rows"},
+    "qg_tf32": {"dh_dots": "qg_tf32"},
+    "a_tf32": {"dh_dots": "a_tf32"},
     "dh32_w32": {"dh_dots": "tf32", "_scratch": ("w",)},
     "dh32_wu32": {"dh_dots": "tf32", "wu_dots": "tf32", "_scratch": ("w",)},
     "wu32_w32": {"wu_dots": "tf32", "_scratch": ("w",)},

@@ -524,6 +524,42 @@ def test_gpu_bf16_half_scratch() -> None:
     _check(problem, TritonParams(bwd_scratch="half"), seed=24, grads=True, tol=2e-2)
 
 
+@pytest.mark.parametrize("dh_dots", ["mixed", "input", "kd_rows", "qg_tf32", "a_tf32"])
+@pytest.mark.parametrize("gate", [True, False])
+def test_dh_dots_operands(dh_dots: str, gate: bool) -> None:
+    """Every operand choice of the dS scan (``dh_dots``; "mixed", the default, applies the decay to
+    the rows of Kd dS after the dot) gives every gradient of the float64 recurrence, with and
+    without the gate, with an initial and a final state, K != V and a ragged last chunk."""
+    problem = Problem(B=1, T=45, H=2, K=32, V=16, dtype="float32", gate=gate, initial_state=True,
+                      final_state=True, training=True, device=DEVICE)
+    _check(problem, TritonParams(BT=16, BK=32, BV=16, dh_dots=dh_dots), seed=31, grads=True, tol=2e-3)
+
+
+def test_dh_dots_rejects_unknown() -> None:
+    problem = Problem(B=1, T=20, H=1, K=16, V=16, dtype="float32", training=True, device=DEVICE)
+    with pytest.raises(ValueError, match="dh_dots"):
+        _check(problem, TritonParams(BT=16, BK=16, BV=16, dh_dots="bf16"), seed=1, grads=True, tol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_gpu_bf16_dh_dots_initial_state_error() -> None:
+    """On a GPU (16-bit dots) the default "mixed" operands of the dS scan take the initial state's
+    gradient closer to the float64 recurrence than 16-bit operands throughout ("input")."""
+    problem = Problem(B=2, T=2048, H=4, K=128, V=128, dtype="bfloat16", initial_state=True,
+                      final_state=True, training=True, device="cuda")
+    inputs = make_inputs(problem, seed=7, device="cuda", requires_grad=True)
+    up = upcast(inputs)
+    want = torch.autograd.grad(naive_recurrent_eda(**up)[0].sum(), up["initial_state"])[0]
+    errs = {}
+    for dots in ("mixed", "input"):
+        x = {k: (v.detach().clone().requires_grad_(True) if isinstance(v, torch.Tensor) and v.requires_grad else v)
+             for k, v in inputs.items()}
+        o, _ = _run(x, TritonParams(dh_dots=dots, bk_grad=128))
+        errs[dots] = rel_error(torch.autograd.grad(o.float().sum(), x["initial_state"])[0], want)
+    assert errs["mixed"] < 0.9 * errs["input"], errs
+
+
 def test_warps_grad_is_a_training_tunable() -> None:
     """``warps_grad`` (the per-chunk gradient kernel's warps; 0: warps_bwd) reaches the kernel
     parameters, and the space admits 8 only for the split backward when training."""

@@ -140,9 +140,12 @@ def eda_bwd_h_kernel(
 @triton.jit
 def _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k, m_k, H: tl.constexpr,
                   K: tl.constexpr, BT: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr,
-                  PREC: tl.constexpr):
-    """Kd [NR, K], Qg [BT, K], Aqk [BT, NR] (in DT) and the chunk decay of chunk ``i_t``,
-    built from the inputs (interleaved rows, as the forward)."""
+                  PREC: tl.constexpr, OPS: tl.constexpr = 0):
+    """Kd [NR, K], Qg [BT, K], Aqk [BT, NR] (in DT), the chunk decay of chunk ``i_t`` and Kd's row
+    factor, built from the inputs (interleaved rows, as the forward). OPS (a bit mask, for the dS
+    scan): 1: Kd is left unscaled (kappa, exact in DT) and the row factor exp(G_n - G) is returned
+    for the caller to apply to Kd's product (else the factor is 1 and Kd holds it, rounded to
+    DT); 2: Qg in float32; 4: Aqk in float32."""
     ev = (o_r % 2) == 0
     t_r = i_t * BT + o_r // 2
     m_r = t_r < L
@@ -153,19 +156,28 @@ def _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k, m_k, H: tl
     b_q = tl.load(q + (tokq * H + i_h)[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.)
     b_a = tl.dot(b_q.to(DT), tl.trans(b_kap), input_precision=PREC) * scale
     m_A = o_r[None, :] <= 2 * o_t[:, None] + 1
+    b_kf = tl.full([2 * BT], 1., tl.float32)
     if USE_G:
         b_G, b_gl = _row_decay(g, tok, i_h, ev, m_r, H)
         b_gq = tl.cumsum(tl.load(g + tokq * H + i_h, mask=m_t, other=0.).to(tl.float32), axis=0)
         b_a = b_a * tl.exp(tl.where(m_A, b_gq[:, None] - b_G[None, :], 0.))
-        b_qg = (b_q.to(tl.float32) * (tl.exp(b_gq) * scale)[:, None]).to(DT)
-        b_kd = (b_kap.to(tl.float32) * tl.exp(b_gl - b_G)[:, None]).to(DT)
+        b_qg = b_q.to(tl.float32) * (tl.exp(b_gq) * scale)[:, None]
+        if OPS % 2 == 1:
+            b_kf = tl.exp(b_gl - b_G)
+            b_kd = b_kap
+        else:
+            b_kd = (b_kap.to(tl.float32) * tl.exp(b_gl - b_G)[:, None]).to(DT)
         b_dec = tl.exp(b_gl)
     else:
-        b_qg = (b_q.to(tl.float32) * scale).to(DT)
+        b_qg = b_q.to(tl.float32) * scale
         b_kd = b_kap
         b_dec = 1.
-    b_a = tl.where(m_A, b_a, 0.).to(DT)
-    return b_kd, b_qg, b_a, b_dec
+    if (OPS // 2) % 2 == 0:
+        b_qg = b_qg.to(DT)
+    b_a = tl.where(m_A, b_a, 0.)
+    if (OPS // 4) % 2 == 0:
+        b_a = b_a.to(DT)
+    return b_kd, b_qg, b_a, b_dec, b_kf
 
 
 @triton.jit
@@ -174,16 +186,15 @@ def eda_bwd_dh_kernel(
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, USE_DHT: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
     DT: tl.constexpr, USE_G: tl.constexpr, STORE_DH: tl.constexpr = True, du=None,
-    STORE_DU: tl.constexpr = False, DD_MODE: tl.constexpr = 0,
+    STORE_DU: tl.constexpr = False, OPS: tl.constexpr = 0,
 ):
     """The sequential part of the backward (config ``bwd_rec: split``): only dS, carried
     backwards through the chunks, dS <- Qg^T dO + dec dS - W^T (Aqk^T dO + Kd dS); stores the
     gradient of the state leaving each chunk (``dh``, the layout of the forward's ``h``) for
     ``eda_bwd_grad_kernel`` (not with STORE_DH false: the first of the two scans over pieces,
     which needs only dS of the initial state), and dS of the initial state. STORE_DU: also store
-    dDelta (= dU, computed here anyway) per chunk, for ``eda_bwd_gradk_kernel``. DD_MODE: dDelta
-    as the operand of W^T dDelta in DT (0), as two DT halves hi + lo (1: one more dot), or in
-    float32 (2)."""
+    dDelta (= dU, computed here anyway) per chunk, for ``eda_bwd_gradk_kernel``. OPS: which of
+    Kd, Qg, Aqk skip their rounding to DT (``_bwd_operands``)."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, L, sc0 = _seq_coords(i_n, i_h, i_nh, T, NCT, cu_seqlens, chunk_offsets, IS_VARLEN)
@@ -205,26 +216,21 @@ def eda_bwd_dh_kernel(
         sc = sc0 + i_t
         if STORE_DH:
             tl.store(dh + sc * K * V + p_kv, b_dS.to(dh.dtype.element_ty), mask=m_kv)
-        b_kd, b_qg, b_a, b_dec = _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k, m_k,
-                                               H, K, BT, USE_G, DT, PREC)
+        b_kd, b_qg, b_a, b_dec, b_kf = _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k,
+                                                     m_k, H, K, BT, USE_G, DT, PREC, OPS)
         m_t = (i_t * BT + o_t) < L
         b_do = tl.load(do + ((bos + i_t * BT + o_t) * H + i_h)[:, None] * V + o_v[None, :],
                        mask=m_t[:, None] & m_v[None, :], other=0.).to(DT)
         b_w = tl.load(w + (sc * NR + o_r)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.).to(DT)
-        b_dd = (tl.dot(tl.trans(b_a), b_do, input_precision=PREC)
-                + tl.dot(b_kd, b_dS.to(DT), input_precision=PREC))
+        b_dd = tl.dot(b_kd, b_dS.to(DT), input_precision=PREC)
+        if OPS % 2 == 1:
+            b_dd = b_dd * b_kf[:, None]
+        b_dd += tl.dot(tl.trans(b_a), b_do.to(b_a.dtype), input_precision=PREC)
         if STORE_DU:
             tl.store(du + (sc * NR + o_r)[:, None] * V + o_v[None, :], b_dd.to(du.dtype.element_ty),
                      mask=m_v[None, :])
-        if DD_MODE == 1:
-            b_hi = b_dd.to(DT)
-            b_wdd = (tl.dot(tl.trans(b_w), b_hi, input_precision=PREC)
-                     + tl.dot(tl.trans(b_w), (b_dd - b_hi.to(tl.float32)).to(DT), input_precision=PREC))
-        elif DD_MODE == 2:
-            b_wdd = tl.dot(tl.trans(b_w.to(tl.float32)), b_dd, input_precision=PREC)
-        else:
-            b_wdd = tl.dot(tl.trans(b_w), b_dd.to(DT), input_precision=PREC)
-        b_dS = tl.dot(tl.trans(b_qg), b_do, input_precision=PREC) + b_dec * b_dS - b_wdd
+        b_dS = (tl.dot(tl.trans(b_qg), b_do.to(b_qg.dtype), input_precision=PREC) + b_dec * b_dS
+                - tl.dot(tl.trans(b_w), b_dd.to(DT), input_precision=PREC))
     tl.store(dh0 + i_nh * K * V + p_kv, b_dS, mask=m_kv)
 
 
@@ -296,8 +302,8 @@ def _grad_chunk(
     o_k = tl.arange(0, BK)
     m_k = o_k < K
     m_t = (i_t * BT + o_t) < L
-    b_kd, b_qg, b_a, b_dec = _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k, m_k,
-                                           H, K, BT, USE_G, DT, PREC)
+    b_kd, b_qg, b_a, b_dec, _ = _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k, m_k,
+                                              H, K, BT, USE_G, DT, PREC)
     b_w = tl.load(w + (sc * NR + o_r)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.).to(DT)
     b_dw, b_dkd, b_dqg, b_da, b_ddec = _grad_accumulators(NR, BT, BK)
     for i_v in range(tl.cdiv(V, BV)):
