@@ -80,6 +80,77 @@ class SeededBackend(FakeBackend):
             "seeds": [{"chunk_size": 32}, {"behaviour": "wrong"}, {"chunk_size": 64}]}, source="<seeded>")
 
 
+class GuardBackend(FakeBackend):
+    """The default config is slow and exact; "noisy" is fast and within the tolerance but further
+    from the reference (o off by 5e-4 relative, the default's error about 1e-6)."""
+
+    name = "guard"
+
+    @property
+    def search_space(self) -> SearchSpace:  # type: ignore[override]
+        return SearchSpace.from_mapping({
+            "backend": "guard", "parameters": {"behaviour": {"choices": ["slow", "noisy"]}},
+            "default": {"behaviour": "slow"}}, source="<guard>")
+
+    def _build(self, problem: Problem, config: Config) -> Any:
+        inner = get_backend("torch").build(problem, {"chunk_size": 16, "solver": "triangular"})
+        if config["behaviour"] == "noisy":
+            def noisy(*args: Any) -> Any:
+                o, final = inner(*args)
+                return o * (1 + 5e-4), final
+            return noisy
+
+        def slow(*args: Any) -> Any:
+            time.sleep(0.02)
+            return inner(*args)
+        return slow
+
+
+def test_less_accurate_compares_every_output_with_the_default() -> None:
+    base = {"o": 1e-3, "dq": 2e-3, "dg": None}
+    assert tuner.less_accurate({"o": 1.05e-3, "dq": 2e-3, "dg": 5e-3}, base, 1.1) is None
+    why = tuner.less_accurate({"o": 1.2e-3, "dq": 2e-3}, base, 1.1)
+    assert why is not None and why.startswith("o ") and "dq" not in why
+    assert tuner.less_accurate({"o": 1.2e-3}, base, 0) is None            # off
+    assert tuner.less_accurate({"o": 1.2e-3}, None, 1.1) is None          # no default errors recorded
+    assert tuner.less_accurate({"o": 5e-6}, {"o": 1e-7}, 1.1) is None     # both at float32 rounding
+    with pytest.raises(Exception, match="max-error-ratio"):
+        tuner.TuneOptions(max_error_ratio=0.5)
+
+
+def test_a_faster_less_accurate_config_is_not_picked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A config that passes the tolerance but is much less accurate than the default (same check
+    inputs) is not the best, however fast; ``--max-error-ratio 0`` turns that off; ``--refresh``
+    applies it to a study tuned without it."""
+    register(GuardBackend(), replace=True)
+    storage = f"journal:{tmp_path}/g.journal"
+    out = tmp_path / "res.yaml"
+    argv = ["tune", "--shapes", _shapes(tmp_path), "--backends", "guard", "--results", str(out),
+            "--sampler", "grid", "--trials", "2", "--trial-timeout", "30", *FAST]
+    key = ShapeClass.of(Problem(**{k: v for k, v in TINY.items() if k != "name"}, device="cpu")).key
+    assert cli.main([*argv, "--storage", storage]) == 0
+    trials = {t.user_attrs["config"]["behaviour"]: t for t in _study(storage, "guard").trials}
+    assert trials["noisy"].state == TrialState.COMPLETE and trials["noisy"].value < trials["slow"].value
+    got = R.load(out).entries[key].backends["guard"]
+    assert got.config == {"behaviour": "slow"} and got.extra["less_accurate_trials"] == 1
+    assert cli.main([*argv, "--storage", f"{storage}2", "--max-error-ratio", "0"]) == 0
+    assert R.load(out).entries[key].backends["guard"].config == {"behaviour": "noisy"}
+    assert cli.main([*argv, "--storage", f"{storage}2", "--refresh"]) == 0
+    again = R.load(out).entries[key].backends["guard"]
+    assert again.config == {"behaviour": "slow"} and again.extra.get("remeasured") is True
+    # a study whose trials never recorded their errors (older studies): the refresh's back-to-back
+    # check of the best and the default on the same inputs still keeps the noisy config out
+    import sqlite3
+
+    db = tmp_path / "g.db"
+    assert cli.main([*argv, "--storage", f"sqlite:///{db}", "--max-error-ratio", "0"]) == 0
+    with sqlite3.connect(db) as con:
+        con.execute("DELETE FROM trial_user_attributes WHERE key = 'errors'")
+    assert cli.main([*argv, "--storage", f"sqlite:///{db}", "--refresh"]) == 0
+    old = R.load(out).entries[key].backends["guard"]
+    assert old.config == {"behaviour": "slow"} and "o " in old.extra["less_accurate_best"]
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("EDA_TUNE_CACHE", str(tmp_path / "cache"))
@@ -91,6 +162,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     unregister("fake")
     unregister("seeded")
     unregister("pinning")
+    unregister("guard")
     dispatch.reset()
 
 

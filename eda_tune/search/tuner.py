@@ -140,6 +140,7 @@ class TuneOptions:
     remeasure: bool = True                # re-time best and default back to back after the study
     precompile: int = 0                   # grid: build every queued config first in this many workers
     refresh: bool = False                 # no new trials: re-time the stored best and today's default
+    max_error_ratio: float = 1.1          # best only among configs this close to the default's errors (0: off)
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -152,6 +153,8 @@ class TuneOptions:
             raise EdaInputError(f"--sampler must be one of {list(SAMPLERS)} but got {self.sampler!r}")
         if self.precompile < 0:
             raise EdaInputError(f"--precompile must be >= 0 workers but got {self.precompile}")
+        if self.max_error_ratio != 0 and not self.max_error_ratio >= 1:
+            raise EdaInputError(f"--max-error-ratio must be >= 1 (or 0: off) but got {self.max_error_ratio}")
 
 
 @dataclass
@@ -308,7 +311,7 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
     pruned_now, ran = 0, 0
     # a grid walks through its infeasible points once; a sampler stuck on infeasible configs is stopped
     max_pruned = math.inf if opts.sampler == "grid" else max(200, 50 * opts.trials)
-    best = _best(study)
+    best = _best(study, default_cfg.key, opts.max_error_ratio)
     if progress:
         progress(done, opts.trials, best)
     while done < opts.trials and not opts.refresh:
@@ -379,7 +382,7 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
                 study.tell(trial, state=TrialState.FAIL)
             raise
         done += 1
-        best = _best(study)
+        best = _best(study, default_cfg.key, opts.max_error_ratio)
         if progress:
             progress(done, opts.trials, best)
     outcome = _outcome(study, name, backend, cls, problem, shape, default_cfg, ran, opts)
@@ -406,6 +409,7 @@ def _remeasure(outcome: StudyOutcome, backend: Backend, problem: Problem, defaul
             "seed": opts.seed, "check_heads": opts.check_heads, "check_T": opts.check_T,
             "warmup_ms": opts.warmup_ms, "rep_ms": opts.rep_ms}
     times: dict[str, list[float]] = {"best": [], "default": []}
+    errors: dict[str, Any] = {}
     pairs = [("best", best_cfg), ("default", default_cfg)] if best_cfg.key != default_cfg.key else [
         ("default", default_cfg)]
     for _ in range(2):
@@ -415,26 +419,60 @@ def _remeasure(outcome: StudyOutcome, backend: Backend, problem: Problem, defaul
                 log.warning("re-measuring %s config of %s failed: %s", which, outcome.study_name, r.get("reason"))
                 return
             times[which].append(float(r["time_ms"]))
+            errors[which] = r.get("errors")
     default_ms = min(times["default"])
     best_ms = min(times["best"]) if times["best"] else default_ms
     outcome.extra["trial_time_ms"] = round(float(outcome.best_time_ms or 0.0), 6)
     outcome.default_time_ms = default_ms
-    if best_ms <= default_ms:
+    # the two checked on the same inputs here, also where the study never ran today's default
+    worse = less_accurate(errors.get("best"), errors.get("default"), opts.max_error_ratio) if times["best"] else None
+    if worse:
+        log.info("%s: the best config is less accurate than the default (%s); keeping the default",
+                 outcome.study_name, worse)
+        outcome.extra["less_accurate_best"] = worse
+    if best_ms <= default_ms and not worse:
         outcome.best_time_ms = best_ms
-    else:  # within noise the default is as fast: keep it
+    else:  # within noise the default is as fast, or the best is less accurate: keep the default
         outcome.best_config, outcome.best_time_ms = default_cfg.to_dict(), default_ms
     outcome.extra["remeasured"] = True
     outcome.extra.pop("p20_ms", None)  # those were the trial's spread, not the re-measurement's
     outcome.extra.pop("p80_ms", None)
 
 
+#: errors under this count as exact for ``less_accurate`` (float32 problems differ by rounding noise)
+ERROR_FLOOR = 1e-5
+
+
+def less_accurate(errors: dict[str, float | None] | None, base: dict[str, float | None] | None,
+                  ratio: float) -> str | None:
+    """Why a config's check errors (relative, per output and gradient) are worse than ``base`` (the
+    default config's, same check inputs) beyond ``ratio``; None when they are not, or when either
+    is unknown (a study that predates recording them) or ``ratio`` is 0 (the guard is off)."""
+    if not ratio or not errors or not base:
+        return None
+    worse = [f"{name} {err:.3g} > {ratio:g} x {base[name]:.3g}" for name, err in errors.items()
+             if err is not None and base.get(name) is not None and err > ratio * float(base[name] or 0.0) + ERROR_FLOOR]
+    return "; ".join(worse) or None
+
+
 def _state(study: optuna.Study, number: int) -> TrialState:
     return study.get_trials(deepcopy=False)[number].state
 
 
-def _best(study: optuna.Study) -> float | None:
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return min((t.value for t in done if t.value is not None), default=None)
+def _pick(complete: Sequence[optuna.trial.FrozenTrial], default_key: str, ratio: float
+          ) -> tuple[optuna.trial.FrozenTrial | None, dict[int, str]]:
+    """The fastest of the completed trials that are not less accurate than the default's trial
+    (``less_accurate``, same check inputs), and why each one left out was."""
+    defaults = [t for t in complete if t.user_attrs.get("config_key") == default_key]
+    base = next((t.user_attrs["errors"] for t in defaults if t.user_attrs.get("errors")), None)
+    worse = {t.number: w for t in complete if (w := less_accurate(t.user_attrs.get("errors"), base, ratio))}
+    kept = [t for t in complete if t.number not in worse and t.value is not None]
+    return (min(kept, key=lambda t: (t.value, t.number)) if kept else None), worse
+
+
+def _best(study: optuna.Study, default_key: str, ratio: float) -> float | None:
+    best, _ = _pick(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), default_key, ratio)
+    return None if best is None else best.value
 
 
 def _outcome(study: optuna.Study, name: str, backend: Backend, cls: ShapeClass, problem: Problem, shape: str,
@@ -444,13 +482,19 @@ def _outcome(study: optuna.Study, name: str, backend: Backend, cls: ShapeClass, 
     complete = [t for t in evaluated if t.state == TrialState.COMPLETE and t.value is not None]
     failed = [t for t in evaluated if t.state == TrialState.FAIL]
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
-    best = min(complete, key=lambda t: (t.value, t.number)) if complete else None
-    defaults = [t.value for t in complete if t.user_attrs.get("config_key") == default_cfg.key]
+    defaults = [t for t in complete if t.user_attrs.get("config_key") == default_cfg.key]
+    # a config checked less accurate than the default (same check inputs) is not picked
+    best, worse = _pick(complete, default_cfg.key, opts.max_error_ratio)
     reason = None
     if best is None:
         reasons = [t.user_attrs.get("reason") for t in failed if t.user_attrs.get("reason")]
         reason = reasons[0] if reasons else "no trial finished"
     extra: dict[str, Any] = {"sampler": opts.sampler}
+    if worse:
+        extra["less_accurate_trials"] = len(worse)
+        shown = "; ".join(f"trial {n}: {w}" for n, w in sorted(worse.items())[:3])
+        log.info("%s: %d configs not picked, less accurate than the default (x%g): %s",
+                 name, len(worse), opts.max_error_ratio, shown)
     if best is not None:
         for k in ("p20_ms", "p80_ms"):
             if k in best.user_attrs:
@@ -468,7 +512,7 @@ def _outcome(study: optuna.Study, name: str, backend: Backend, cls: ShapeClass, 
     return StudyOutcome(study_name=name, backend=backend.name, shape_class=cls, problem=problem, shape=shape,
                         best_config=best_config,
                         best_time_ms=None if best is None else float(best.value or 0.0),
-                        default_time_ms=defaults[0] if defaults else None,
+                        default_time_ms=float(defaults[0].value or 0.0) if defaults else None,
                         trials=len(evaluated), failed=len(failed), pruned=len(pruned), ran=ran,
                         reason=reason, extra=extra)
 
