@@ -5,8 +5,9 @@
 Under Triton's interpreter the kernels' dots take float32 operands (``_dot_dtype``), so the only
 16-bit rounding left in a bf16 problem's backward is the scratch it stores: the recomputed W and U,
 the chunk states h and the state gradients dh (``chunk._scratch_dtype``). This runs one bf16
-training problem with each of them in float32 in turn (``chunk.scratch_override``), all of them,
-and none, beside the torch backend (float32 inside), every error against the float64 reference
+training problem with each of them in float32 in turn and the others in bf16
+(``chunk.scratch_override``; by default U is float32 since H200 run 50), all of them, and none,
+beside the torch backend (float32 inside), every error against the float64 reference
 (relative norm, two seeds). On a GPU the dots add their own 16-bit operand rounding; this isolates
 the storage part.
 """
@@ -55,7 +56,8 @@ def main() -> None:
             for x in inputs.values():
                 if isinstance(x, torch.Tensor):
                     x.grad = None
-            with scratch_override(bufs):
+            with scratch_override({n: torch.float32 if n in bufs else PROBLEM.torch_dtype
+                                   for n in ("w", "u", "h", "dh")}):
                 res = run_and_check(fn, PROBLEM, seed=seed, reference=ref, inputs=inputs)
             rows.append({"seed": seed, "variant": label, "errors": res.errors})
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

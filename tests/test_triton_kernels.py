@@ -466,6 +466,11 @@ def test_scratch_override_reaches_the_buffers() -> None:
     want = torch.autograd.grad(naive_recurrent_eda(**up)[0].sum(), up["initial_state"])[0]
     half, full = (rel_error(gr, want) for gr in grads)
     assert full < 0.9 * half, (half, full)
+    from kernel_variants.triton.chunk import SCRATCH_OVERRIDE
+
+    with scratch_override({"u": torch.bfloat16, "w": torch.float32}):  # a dtype per buffer
+        assert SCRATCH_OVERRIDE == {"u": torch.bfloat16, "w": torch.float32}
+    assert SCRATCH_OVERRIDE == {}
 
 
 def test_u_scratch_is_float32_unless_half() -> None:

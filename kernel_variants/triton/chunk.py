@@ -24,7 +24,7 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,10 +161,12 @@ SCRATCH_OVERRIDE: dict[str, torch.dtype] = {}
 
 
 @contextlib.contextmanager
-def scratch_override(names: Iterable[str], dtype: torch.dtype = torch.float32) -> Iterator[None]:
-    """Within the block, the backward stores the named buffers (of w, u, h, dh) in ``dtype``; the
-    block must hold the backward too (it reads the override when it runs)."""
-    SCRATCH_OVERRIDE.update({n: dtype for n in names})
+def scratch_override(names: Iterable[str] | Mapping[str, torch.dtype],
+                     dtype: torch.dtype = torch.float32) -> Iterator[None]:
+    """Within the block, the backward stores the named buffers (of w, u, h, dh) in ``dtype``, or
+    each in its own dtype when ``names`` maps them; the block must hold the backward too (it reads
+    the override when it runs)."""
+    SCRATCH_OVERRIDE.update(dict(names) if isinstance(names, Mapping) else {n: dtype for n in names})
     try:
         yield
     finally:
