@@ -51,7 +51,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "intra_half": {"intra_dots": "half"},
     "intra_half_scratch": {"intra_dots": "half", "bwd_scratch": "half"},
     # the backward's stored W / U / all four recomputed buffers in float32 (chunk.scratch_override;
-    # benchmarks/scratch_precision.py measures the same on the CPU)
+    # benchmarks/scratch_precision.py measures the same on the CPU); U is float32 by default since
+    # H200 run 50, so u_fp32 is the default now
     "w_fp32": {"_scratch": ("w",)},
     "u_fp32": {"_scratch": ("u",)},
     "all_fp32": {"_scratch": ("w", "u", "h", "dh")},
