@@ -277,6 +277,40 @@ def tuned_vs_default(args: argparse.Namespace) -> dict[str, Any]:
             "software": res.software, "rows": rows}
 
 
+def accuracy_guard(args: argparse.Namespace) -> dict[str, Any]:
+    """The tuner's accuracy guard (``tuner._pick``, ``--max-error-ratio``) replayed on the stored
+    studies of a storage: which trials it leaves out, and whose pick it changes. The default each
+    study is compared with is its latest default trial (the default as the study last ran it)."""
+    storage = tuner.make_storage(args.storage)
+    rows: list[dict[str, Any]] = []
+    for summary in optuna.get_all_study_summaries(storage):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                    if t.value is not None and t.user_attrs.get("reused_from") is None]
+        defaults = [t for t in complete if t.user_attrs.get("is_default")]
+        if not defaults:
+            continue
+        plain = min(complete, key=lambda t: (t.value, t.number))
+        best, worse = tuner._pick(complete, defaults[-1].user_attrs["config_key"], args.ratio)
+        default_cfg = defaults[-1].user_attrs["config"]
+        left_out = [{"trial": n, "time_ms": study.trials[n].value, "why": w,
+                     "differs_from_default": {k: v for k, v in study.trials[n].user_attrs["config"].items()
+                                              if default_cfg.get(k) != v}} for n, w in sorted(worse.items())]
+        row = {"study": summary.study_name, "trials": len(complete), "left_out": left_out,
+               "pick_before": {"trial": plain.number, "time_ms": plain.value},
+               "pick_after": None if best is None else {"trial": best.number, "time_ms": best.value},
+               "changed": best is not None and best.number != plain.number}
+        rows.append(row)
+        name = summary.study_name.split(":", 1)[-1]
+        print(f"  {name[:60]:<60} trials {len(complete):3d}  left out {len(worse):2d}" + (
+            f"  pick {plain.value:.3f} -> {best.value:.3f} ms" if row["changed"] and best else ""))
+    changed = sum(r["changed"] for r in rows)
+    print(f"the guard (x{args.ratio:g}) changes the pick of {changed} of {len(rows)} studies")
+    slug = rows[0]["study"].split(":", 1)[0] if rows else "unknown"
+    return {"benchmark": "accuracy_guard", "device": {"slug": slug}, "storage": args.storage,
+            "max_error_ratio": args.ratio, "rows": rows, "changed": changed}
+
+
 COLD_CHILD = r"""
 import json, sys, time, os
 t0 = time.perf_counter()
@@ -365,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="build every config of the grid first in this many processes (warm caches)")
     t = sub.add_parser("tuned-vs-default", help="tuned over default time per backend and shape, from results")
     t.add_argument("--results", required=True)
+    g = sub.add_parser("accuracy-guard", help="the tuner's accuracy guard replayed on stored studies")
+    g.add_argument("--storage", required=True, help="Optuna storage URL (e.g. sqlite:///results/studies/h200.db)")
+    g.add_argument("--ratio", type=float, default=tuner.TuneOptions.max_error_ratio)
     c = sub.add_parser("cold-start", help="first chunk_eda call in a fresh process using shipped results")
     c.add_argument("--results-dir", default=str(ROOT / "results"))
     c.add_argument("--shape", default=None)
@@ -372,13 +409,15 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--timeout", type=float, default=600.0)
     for p in (e, c):
         p.add_argument("--device", default=default_device, choices=("cuda", "cpu"))
-    for p in (e, t, c):
+    for p in (e, t, c, g):
         p.add_argument("--json", default=None, help="output JSON (default results/bench/tuner_<what>_<slug>.json)")
     args = ap.parse_args(argv)
     if args.what == "efficiency":
         out = efficiency(args)
     elif args.what == "tuned-vs-default":
         out = tuned_vs_default(args)
+    elif args.what == "accuracy-guard":
+        out = accuracy_guard(args)
     else:
         out = cold_start(args)
     slug = out["device"].get("slug", "unknown")

@@ -138,6 +138,10 @@ def test_a_faster_less_accurate_config_is_not_picked(tmp_path: Path, capsys: pyt
     assert cli.main([*argv, "--storage", f"{storage}2", "--refresh"]) == 0
     again = R.load(out).entries[key].backends["guard"]
     assert again.config == {"behaviour": "slow"} and again.extra.get("remeasured") is True
+    # benchmarks/tuner_bench.py replays the guard on a storage's studies
+    assert _tuner_bench().main(["accuracy-guard", "--storage", f"{storage}2", "--json", str(tmp_path / "g.json")]) == 0
+    replay = json.loads((tmp_path / "g.json").read_text())
+    assert replay["changed"] == 1 and replay["rows"][0]["left_out"][0]["differs_from_default"] == {"behaviour": "noisy"}
     # a study whose trials never recorded their errors (older studies): the refresh's back-to-back
     # check of the best and the default on the same inputs still keeps the noisy config out
     import sqlite3
