@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --sampler grid: build and check every config of the grid first, in this many "
                         "worker processes at once, so the trials (timed one at a time) find the compiler "
                         "caches warm (default 0: off)")
-    p.add_argument("--max-error-ratio", type=float, default=1.1, metavar="R",
+    p.add_argument("--max-error-ratio", type=float, default=None, metavar="R",
                    help="a config whose check error (any output or gradient) is over R times the "
                         "backend default's on the same check inputs is not picked as the best, however "
                         "fast (default 1.1; 0: off). The tolerance check alone lets through configs that "
@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         sampler=args.sampler, seed=args.seed,
         warmup_ms=args.warmup_ms if args.warmup_ms is not None else warmup_ms,
         rep_ms=args.rep_ms if args.rep_ms is not None else rep_ms, check_heads=args.check_heads,
-        refresh=args.refresh, precompile=args.precompile, max_error_ratio=args.max_error_ratio)
+        refresh=args.refresh, precompile=args.precompile,
+        **({} if args.max_error_ratio is None else {"max_error_ratio": args.max_error_ratio}))
     if args.shapes == "grid":
         shapes = class_grid(device)
     else:

@@ -112,6 +112,11 @@ class TritonParams:
     # "autograd" (through both passes; what every config did before; kept for timing them)
     seg_bwd: str = "pieces"
 
+    def __post_init__(self) -> None:
+        for name, known in (("dh_dots", tuple(DH_DOTS)), ("wu_dots", ("input", "tf32"))):
+            if getattr(self, name) not in known:
+                raise ValueError(f"{name} must be one of {known}, got {getattr(self, name)!r}")
+
     @classmethod
     def from_config(cls, config: Any) -> TritonParams:
         return cls(BT=int(config["BT"]), BK=int(config["BK"]), BV=int(config["BV"]),
@@ -449,9 +454,6 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
     f32 = torch.float32
     dt = _dot_dtype(q.dtype)
 
-    for name, known in (("dh_dots", tuple(DH_DOTS)), ("wu_dots", ("input", "tf32"))):
-        if getattr(p, name) not in known:
-            raise ValueError(f"{name} must be one of {known}, got {getattr(p, name)!r}")
     w = torch.empty(B, H, NCT, NR, K, dtype=SCRATCH_OVERRIDE.get("w", sdt), device=q.device)
     # U in float32 unless bwd_scratch is "half": Delta = U - W S cancels, so U's 16-bit rounding
     # was amplified in Delta and from it in dg and dq (H200 run 50: dg 1.03x -> 0.94x fla's error,

@@ -181,6 +181,14 @@ def _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k, m_k, H: tl
 
 
 @triton.jit
+def _do_tile(do, bos, i_t, o_t, m_t, i_h, o_v, m_v, H: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+             DT: tl.constexpr):
+    """dO of chunk ``i_t`` on columns ``o_v`` ([BT, BV], in DT; rows past the sequence are zero)."""
+    return tl.load(do + ((bos + i_t * BT + o_t) * H + i_h)[:, None] * V + o_v[None, :],
+                   mask=m_t[:, None] & m_v[None, :], other=0.).to(DT)
+
+
+@triton.jit
 def eda_bwd_dh_kernel(
     w, do, dht, dh, dh0, q, k, e, g, scale, cu_seqlens, chunk_offsets, T, NCT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
@@ -219,8 +227,7 @@ def eda_bwd_dh_kernel(
         b_kd, b_qg, b_a, b_dec, b_kf = _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k,
                                                      m_k, H, K, BT, USE_G, DT, PREC, OPS)
         m_t = (i_t * BT + o_t) < L
-        b_do = tl.load(do + ((bos + i_t * BT + o_t) * H + i_h)[:, None] * V + o_v[None, :],
-                       mask=m_t[:, None] & m_v[None, :], other=0.).to(DT)
+        b_do = _do_tile(do, bos, i_t, o_t, m_t, i_h, o_v, m_v, H, V, BT, DT)
         b_w = tl.load(w + (sc * NR + o_r)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.).to(DT)
         b_dd = tl.dot(b_kd, b_dS.to(DT), input_precision=PREC)
         if OPS % 2 == 1:
@@ -312,8 +319,7 @@ def _grad_chunk(
         b_S, b_dS = _state_tiles(h, dh, sc, o_k, m_k, o_v, m_v, K, V)
         p_rv = (sc * NR + o_r)[:, None] * V + o_v[None, :]
         b_u = tl.load(u + p_rv, mask=m_v[None, :], other=0.).to(tl.float32)
-        b_do = tl.load(do + ((bos + i_t * BT + o_t) * H + i_h)[:, None] * V + o_v[None, :],
-                       mask=m_t[:, None] & m_v[None, :], other=0.).to(DT)
+        b_do = _do_tile(do, bos, i_t, o_t, m_t, i_h, o_v, m_v, H, V, BT, DT)
         b_d = (b_u - tl.dot(b_w, b_S.to(DT), input_precision=PREC)).to(DT)
         b_dd = tl.dot(tl.trans(b_a), b_do, input_precision=PREC) + tl.dot(b_kd, b_dS.to(DT), input_precision=PREC)
         tl.store(du + (ss * NR + o_r)[:, None] * V + o_v[None, :], b_dd, mask=m_v[None, :])
@@ -360,8 +366,7 @@ def eda_bwd_gradk_kernel(
         p_rv = (sc * NR + o_r)[:, None] * V + o_v[None, :]
         b_d = tl.load(vn + p_rv, mask=m_v[None, :], other=0.).to(DT)
         b_dd = tl.load(du + p_rv, mask=m_v[None, :], other=0.).to(DT)
-        b_do = tl.load(do + ((bos + i_t * BT + o_t) * H + i_h)[:, None] * V + o_v[None, :],
-                       mask=m_t[:, None] & m_v[None, :], other=0.).to(DT)
+        b_do = _do_tile(do, bos, i_t, o_t, m_t, i_h, o_v, m_v, H, V, BT, DT)
         b_dw, b_dkd, b_dqg, b_da, b_ddec = _grad_products(b_S, b_dS, b_d, b_dd, b_do, b_dw, b_dkd, b_dqg, b_da,
                                                           b_ddec, i_k == 0, PREC, DT)
     tl.store(dw + (sc * NR + o_r)[:, None] * K + o_k[None, :], b_dw.to(dw.dtype.element_ty), mask=m_k[None, :])
