@@ -577,3 +577,92 @@ def test_warps_grad_is_a_training_tunable() -> None:
     assert not backend.check_config(train, {**cfg, "bwd_intra": "fused"})[0]
     assert TritonParams.from_config(backend.resolve_config(train, cfg)).warps_grad == 8
     assert TritonParams.from_config(backend.default_config(train)).warps_grad == 0
+
+
+BWD_TM_CASES = {
+    # gate, initial and final state, K != V, a ragged last chunk
+    "gated": (Problem(B=2, T=45, H=2, K=32, V=16, dtype="float32", initial_state=True, final_state=True,
+                      training=True, device=DEVICE), {}),
+    # varlen without the gate, l2norm, BT 32
+    "varlen-nogate-bt32": (Problem(B=1, T=90, H=2, K=16, V=24, dtype="float32", gate=False, num_seqs=3,
+                                   l2norm=True, initial_state=True, training=True, device=DEVICE), {"BT": 32}),
+    # the pieces: the backward over them reads the pieces' chunk inverse
+    "pieces": (Problem(B=2, T=53, H=2, K=16, V=24, dtype="float32", initial_state=True, final_state=True,
+                       training=True, device=DEVICE), {"segments": 3}),
+}
+
+
+@pytest.mark.parametrize("bwd_tm", ["wu", "all"])
+@pytest.mark.parametrize("case", list(BWD_TM_CASES))
+def test_bwd_tm_reads_the_forward_inverse(case: str, bwd_tm: str) -> None:
+    """``bwd_tm``: the backward takes the forward's chunk inverse (the W/U recompute, and with "all"
+    the intra kernel too) and every gradient still matches the float64 recurrence."""
+    problem, kw = BWD_TM_CASES[case]
+    _check(problem, TritonParams(**{"BT": 16, "BK": 32, "BV": 16, **kw}, bwd_tm=bwd_tm), seed=41, grads=True,
+           tol=1e-5)
+
+
+@pytest.mark.parametrize("bwd_tm", ["wu", "all"])
+def test_bwd_tm_kept_then_freed(bwd_tm: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training forward keeps its Tm (bf16 for "wu", float32 for "all"), the backward's W/U
+    recompute reads it, and with "all" the intra kernel too (a Tm scaled between forward and
+    backward changes the gradients, but not those of ``bwd_tm: recompute``), and lets it go (the
+    kept dict is empty afterwards); a forward without gradients keeps none."""
+    from kernel_variants.triton import chunk as chunk_mod
+
+    seen: dict[str, set[bool]] = {}
+
+    class Spy:
+        def __init__(self, name: str) -> None:
+            self.name, self.kernel = name, getattr(chunk_mod, name)
+
+        def __getitem__(self, grid: Any) -> Any:
+            def launch(*args: Any, **kw: Any) -> Any:
+                seen.setdefault(self.name, set()).add(bool(kw.get("USE_TM")))
+                return self.kernel[grid](*args, **kw)
+            return launch
+
+    for n in ("eda_fwd_wu_kernel", "eda_bwd_intra_kernel"):
+        monkeypatch.setattr(chunk_mod, n, Spy(n))
+    problem = Problem(B=1, T=40, H=2, K=16, V=16, dtype="bfloat16", initial_state=True, training=True,
+                      device=DEVICE)
+    inputs = make_inputs(problem, seed=8, device=DEVICE, requires_grad=True)
+    names = [n for n in NAMES if isinstance(inputs[n], torch.Tensor)]
+
+    def grads(params: TritonParams, scale_tm: float) -> list[torch.Tensor]:
+        x = {k: (v.detach().clone().requires_grad_(True) if isinstance(v, torch.Tensor) and v.requires_grad else v)
+             for k, v in inputs.items()}
+        o, _ = _run(x, params)
+        kept = o.grad_fn.tm_cache
+        if params.bwd_tm == "recompute":
+            assert kept is None
+        else:
+            assert kept["tm"].dtype == (torch.float32 if params.bwd_tm == "all" else torch.bfloat16)
+            kept["tm"].mul_(scale_tm)
+        out = torch.autograd.grad(o.sum(), [x[n] for n in names])
+        assert kept is None or not kept
+        return list(out)
+
+    p = TritonParams(BT=16, BK=16, BV=16, bwd_tm=bwd_tm)
+    moved = [rel_error(a, b) for a, b in zip(grads(p, 0.5), grads(p, 1.0))]
+    assert max(moved) > 1e-2, moved
+    assert seen == {"eda_fwd_wu_kernel": {True}, "eda_bwd_intra_kernel": {bwd_tm == "all"}}, seen
+    r = dataclasses.replace(p, bwd_tm="recompute")
+    assert max(rel_error(a, b) for a, b in zip(grads(r, 0.5), grads(r, 1.0))) == 0.0
+    with torch.no_grad():
+        o, _ = _run(inputs, p)
+    assert o.grad_fn is None
+
+
+def test_bwd_tm_rejects_unknown() -> None:
+    with pytest.raises(ValueError, match="bwd_tm"):
+        TritonParams(bwd_tm="keep")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("bwd_tm", ["wu", "all"])
+def test_gpu_bf16_bwd_tm(bwd_tm: str) -> None:
+    problem = Problem(B=2, T=300, H=4, K=128, V=128, dtype="bfloat16", initial_state=True,
+                      final_state=True, training=True, device="cuda")
+    _check(problem, TritonParams(bwd_tm=bwd_tm, bk_grad=128), seed=29, grads=True, tol=2e-2)

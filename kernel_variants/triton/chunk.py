@@ -111,9 +111,16 @@ class TritonParams:
     # segments > 1 with gradients: "pieces" (one backward over the pieces, segmented.py) or
     # "autograd" (through both passes; what every config did before; kept for timing them)
     seg_bwd: str = "pieces"
+    # the chunk inverse Tm in backward (``delta: tm``, Triton intra backwards): "recompute" (the
+    # W/U recompute and the intra kernel each invert I + A again), "wu" (the forward keeps its Tm
+    # until the W/U recompute reads it: no inverse there; freed before the backward's peak), "all"
+    # (the forward keeps Tm in float32 and the intra kernel reads it too; Tm then lives through
+    # the backward's peak: 128 MiB at S1)
+    bwd_tm: str = "recompute"
 
     def __post_init__(self) -> None:
-        for name, known in (("dh_dots", tuple(DH_DOTS)), ("wu_dots", ("input", "tf32"))):
+        for name, known in (("dh_dots", tuple(DH_DOTS)), ("wu_dots", ("input", "tf32")),
+                            ("bwd_tm", BWD_TM)):
             if getattr(self, name) not in known:
                 raise ValueError(f"{name} must be one of {known}, got {getattr(self, name)!r}")
 
@@ -136,6 +143,23 @@ DH_DOTS = {"mixed": 3, "input": 0, "tf32": 0, "kd_rows": 1, "qg_tf32": 2, "a_tf3
 
 #: ``bwd_intra`` values whose backward is ``chunk_eda_bwd_triton`` (it takes ``exit_grads``)
 TRITON_INTRA = ("triton", "triton2", "fused")
+
+#: values of TritonParams.bwd_tm
+BWD_TM = ("recompute", "wu", "all")
+
+
+def keeps_tm(p: TritonParams) -> bool:
+    """Whether a training forward at ``p`` keeps its chunk inverse for the backward (``bwd_tm``)."""
+    return p.bwd_tm != "recompute" and p.delta == "tm" and p.bwd_intra in TRITON_INTRA and p.wu_dots == "input"
+
+
+def _intra_reads_tm(p: TritonParams) -> bool:
+    return p.bwd_tm == "all" and p.bwd_intra == "triton"
+
+
+#: the dtype a training forward keeps Tm in, per ``bwd_tm`` (absent: the 16-bit input dtype, which
+#: the W/U recompute rounds Tm to anyway); the intra kernel's Tm is float32
+TM_KEEP_DTYPE = {"all": torch.float32}
 
 
 def _pad_k(K: int) -> int:
@@ -245,7 +269,8 @@ def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
                   h0: torch.Tensor | None, output_final_state: bool, cu_seqlens: torch.Tensor | None,
                   seqlens: tuple[int, ...] | None, p: TritonParams, stages: int = 3,
                   output: bool = True, tm_cache: dict[str, torch.Tensor] | None = None,
-                  v_pad: int = 0) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                  v_pad: int = 0, tm_dtype: torch.dtype | None = None
+                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """q, k, e [B, T, H, K]; v [B, T, H, V]. Returns o [B, T, H, V] and the final state or None.
 
     ``stages`` < 3 runs only the first kernels (for timing the pieces; the output is then garbage).
@@ -254,6 +279,7 @@ def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
     chunking, not on v or the state): a second call with the same dict and inputs reuses it.
     ``v_pad`` (``delta: tm``, no output): the state has that many columns after v's, with zero
     values (h0 and the final state are [.., K, V + v_pad]): segmented.py's [v | 0] without a copy.
+    ``tm_dtype``: the dtype Tm is stored in (default: the 16-bit input dtype, or float32).
     """
     B, T, H, K = q.shape
     VR = v.shape[-1]
@@ -275,7 +301,7 @@ def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
     cached = tm_cache is not None and "tm" in tm_cache and use_tm
     if use_tm:
         # only the chunk inverse Tm goes through memory; the state kernel forms Delta from it
-        tm = tm_cache["tm"] if cached else torch.empty(B, H, NCT, NR, NR, dtype=sdt, device=q.device)
+        tm = tm_cache["tm"] if cached else torch.empty(B, H, NCT, NR, NR, dtype=tm_dtype or sdt, device=q.device)
         if tm_cache is not None:
             tm_cache["tm"] = tm
         w = u = dummy
@@ -341,13 +367,13 @@ def chunk_eda_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
                   g: torch.Tensor | None, beta: torch.Tensor, gamma: torch.Tensor, scale: float,
                   h0: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
                   seqlens: tuple[int, ...] | None, do: torch.Tensor, dht: torch.Tensor | None,
-                  p: TritonParams, exit_grads: Callable[[torch.Tensor], torch.Tensor] | None = None
-                  ) -> tuple[torch.Tensor | None, ...]:
+                  p: TritonParams, exit_grads: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                  tm_cache: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor | None, ...]:
     """Gradients (dq, dk, dv, de, dg, dbeta, dgamma, dh0) given do [B, T, H, V] and dht
-    (``exit_grads``: see ``chunk_eda_bwd_triton``; Triton intra-chunk backwards only)."""
+    (``exit_grads``, ``tm_cache``: see ``chunk_eda_bwd_triton``; Triton intra-chunk backwards only)."""
     if p.bwd_intra in TRITON_INTRA:
         return chunk_eda_bwd_triton(q, k, v, e, g, beta, gamma, scale, h0, cu_seqlens, seqlens, do,
-                                    dht, p, exit_grads=exit_grads)
+                                    dht, p, exit_grads=exit_grads, tm_cache=tm_cache)
     if exit_grads is not None:
         raise ValueError("exit_grads needs a Triton intra-chunk backward")
     B, T, H, K = q.shape
@@ -427,7 +453,8 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
                          h0: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
                          seqlens: tuple[int, ...] | None, do: torch.Tensor, dht: torch.Tensor | None,
                          p: TritonParams, stages: int = 3,
-                         exit_grads: Callable[[torch.Tensor], torch.Tensor] | None = None
+                         exit_grads: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                         tm_cache: dict[str, torch.Tensor] | None = None
                          ) -> tuple[torch.Tensor | None, ...]:
     """The backward in Triton: recompute W, U and the chunk states (forward kernels), run the
     state recurrence backwards (dW, dU, dQg, dAqk, dKd per chunk), then the intra-chunk backward
@@ -437,7 +464,10 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
     ``exit_grads`` (the pieces of ``segments``, run as sequences; ``bwd_rec: split``): the
     gradient of the state leaving each sequence is not known yet. The dS scan runs once with none,
     ``exit_grads`` maps the gradients it leaves at the sequences' starts to those leaving each
-    sequence (``kernel_variants.segments.exit_gradients``), and the scan runs again with them."""
+    sequence (``kernel_variants.segments.exit_gradients``), and the scan runs again with them.
+
+    ``tm_cache`` (config ``bwd_tm``): the forward's chunk inverse under "tm" (same inputs and
+    chunking), popped so that it is freed as soon as its last reader is done."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     BT = p.BT
@@ -465,14 +495,18 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
     # them), the dS scan stores dDelta
     gradk = p.bk_grad > 0 and p.bwd_rec == "split" and p.bwd_intra != "fused"
 
+    tm = tm_cache.pop("tm", None) if tm_cache is not None and keeps_tm(p) else None
+
     def launch_wu(bv: int, ns: int) -> None:
         eda_fwd_wu_kernel[(NCT, B * H)](
             k, e, v, g_, beta, gamma, w, u, cu_seqlens, ci, T, NCT,
             H=H, K=K, V=V, BT=BT, BK=BK, BV=bv, LOG2N=int(math.log2(BT)), USE_G=use_g,
             IS_VARLEN=varlen, PREC=p.precision, DT=tl.float32 if p.wu_dots == "tf32" else dt,
-            num_warps=p.warps_bwd, num_stages=ns)
+            tm=tm if tm is not None else dummy, USE_TM=tm is not None, num_warps=p.warps_bwd, num_stages=ns)
 
     _with_fallback(launch_wu, BV, p.num_stages)
+    if not _intra_reads_tm(p):
+        tm = None  # freed before the backward's peak
     h = torch.empty(B, H, NCT, K, V, dtype=SCRATCH_OVERRIDE.get("h", sdt), device=q.device)
 
     def launch_h(bv: int, ns: int) -> None:
@@ -609,7 +643,9 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             q, k, e, v, g_, beta, gamma, dW, dU, dQg, dA, dKd, ddec,
             dq, dk, de, dv, dg if dg is not None else dummy, dbeta, dgamma, cu_seqlens, ci, scale,
             T, NCT, H=H, K=K, V=V, BT=BT, BK=_override(p.bk_intra, BK, K), BV=bv, LOG2N=log2n, USE_G=use_g,
-            IS_VARLEN=varlen, PREC=p.precision, DT=dt, **({} if two_block else {"LOWP": p.intra_dots == "half"}),
+            IS_VARLEN=varlen, PREC=p.precision, DT=dt,
+            **({} if two_block else {"LOWP": p.intra_dots == "half", "tm": tm if tm is not None else dummy,
+                                      "USE_TM": tm is not None}),
             num_warps=_override(p.warps_intra, p.warps_bwd), num_stages=ns)
 
     _with_fallback(launch_intra, _override(p.bv_intra, BV, V), _override(p.stages_intra, p.num_stages))
@@ -630,10 +666,14 @@ class ChunkEdaFunction(torch.autograd.Function):
                 h0: torch.Tensor | None, output_final_state: bool, cu_seqlens: torch.Tensor | None,
                 seqlens: tuple[int, ...] | None, p: TritonParams, need_o: bool = True
                 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        # bwd_tm: a training forward keeps its chunk inverse for the backward's first reader
+        keep = any(ctx.needs_input_grad) and keeps_tm(p)
+        tm_cache: dict[str, torch.Tensor] | None = {} if keep else None
         o, ht = chunk_eda_fwd(q, k, v, e, g, beta, gamma, scale, h0, output_final_state, cu_seqlens,
-                              seqlens, p, output=need_o)
+                              seqlens, p, output=need_o, tm_cache=tm_cache,
+                              tm_dtype=TM_KEEP_DTYPE.get(p.bwd_tm))
         ctx.save_for_backward(q, k, v, e, g, beta, gamma, h0, cu_seqlens)
-        ctx.scale, ctx.seqlens, ctx.p = scale, seqlens, p
+        ctx.scale, ctx.seqlens, ctx.p, ctx.tm_cache = scale, seqlens, p, tm_cache
         return o, ht
 
     @staticmethod
@@ -642,7 +682,8 @@ class ChunkEdaFunction(torch.autograd.Function):
         # no output asked for (need_o=False), or an output that reached no loss
         do = torch.zeros_like(v) if do is None else do.contiguous()
         dq, dk, dv, de, dg, dbeta, dgamma, dh0 = chunk_eda_bwd(
-            q, k, v, e, g, beta, gamma, ctx.scale, h0, cu_seqlens, ctx.seqlens, do, dht, ctx.p)
+            q, k, v, e, g, beta, gamma, ctx.scale, h0, cu_seqlens, ctx.seqlens, do, dht, ctx.p,
+            tm_cache=ctx.tm_cache)
         return dq, dk, dv, de, dg, dbeta, dgamma, None, dh0, None, None, None, None, None
 
 

@@ -85,12 +85,15 @@ def eda_fwd_wu_kernel(
     k, e, v, g, beta, gamma, w, u, cu_seqlens, chunk_indices, T, NCT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, LOG2N: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, DT: tl.constexpr,
+    PREC: tl.constexpr, DT: tl.constexpr, tm=None, USE_TM: tl.constexpr = False,
 ):
     """W and U of one chunk. The 2*BT rows are split in two halves of BT rows (BT/2 tokens):
     Tm = [[R11, 0], [R21, R22]] with R11, R22 the inverses of the diagonal blocks (repeated
     squaring on BT x BT, LOG2N = log2(BT)) and R21 = -R22 A21 R11: a quarter of the work of
-    squaring the whole 2BT x 2BT block."""
+    squaring the whole 2BT x 2BT block.
+
+    USE_TM (the backward's recompute, config ``bwd_tm``): the three blocks are read from the
+    forward's chunk inverse ``tm`` (``eda_fwd_tm_kernel``, erase-first row order) instead."""
     i_tg, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_t, bos, L = _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
@@ -110,41 +113,52 @@ def eda_fwd_wu_kernel(
     b_b2 = tl.where(ev, tl.load(gamma + tok2 * H + i_h, mask=m2, other=0.),
                     tl.load(beta + tok2 * H + i_h, mask=m2, other=0.)).to(tl.float32)
 
-    b_A11 = tl.zeros([NH, NH], dtype=tl.float32)
-    b_A21 = tl.zeros([NH, NH], dtype=tl.float32)
-    b_A22 = tl.zeros([NH, NH], dtype=tl.float32)
-    for i_k in range(tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        m_k = o_k < K
-        b_k1 = _load_kappa(k, e, tok1, i_h, ev, m1, o_k, m_k, H, K).to(DT)
-        b_k2 = _load_kappa(k, e, tok2, i_h, ev, m2, o_k, m_k, H, K).to(DT)
-        b_A11 += tl.dot(b_k1, tl.trans(b_k1), input_precision=PREC)
-        b_A21 += tl.dot(b_k2, tl.trans(b_k1), input_precision=PREC)
-        b_A22 += tl.dot(b_k2, tl.trans(b_k2), input_precision=PREC)
-    m_A = o_h[:, None] > o_h[None, :]
     if USE_G:
         b_G1, b_g1 = _row_decay(g, tok1, i_h, ev, m1, H)
         b_G2, _ = _row_decay(g, tok2, i_h, ev, m2, H)
         b_G2 = b_G2 + b_g1
-        b_A11 = b_A11 * tl.exp(tl.where(m_A, b_G1[:, None] - b_G1[None, :], 0.))
-        b_A22 = b_A22 * tl.exp(tl.where(m_A, b_G2[:, None] - b_G2[None, :], 0.))
-        # every row of the second half comes after every row of the first: G2 - G1 <= 0
-        b_A21 = b_A21 * tl.exp(b_G2[:, None] - b_G1[None, :])
         b_bg1 = b_b1 * tl.exp(b_G1)
         b_bg2 = b_b2 * tl.exp(b_G2)
     else:
         b_bg1 = b_b1
         b_bg2 = b_b2
-    b_A11 = tl.where(m_A, b_A11 * b_b1[:, None], 0.)
-    b_A22 = tl.where(m_A, b_A22 * b_b2[:, None], 0.)
-    b_A21 = b_A21 * b_b2[:, None]
+    if USE_TM:
+        # row i of a half is token i // 2's erase (even i) or write row: row i // 2 or BT + i // 2
+        # of the erase-first order
+        p1 = o_h // 2 + tl.where(ev, 0, BT)
+        p2 = p1 + BT // 2
+        p_tm = tm + sc * NR * NR
+        b_R11 = tl.load(p_tm + p1[:, None] * NR + p1[None, :]).to(DT)
+        b_R21 = tl.load(p_tm + p2[:, None] * NR + p1[None, :]).to(DT)
+        b_R22 = tl.load(p_tm + p2[:, None] * NR + p2[None, :]).to(DT)
+    else:
+        b_A11 = tl.zeros([NH, NH], dtype=tl.float32)
+        b_A21 = tl.zeros([NH, NH], dtype=tl.float32)
+        b_A22 = tl.zeros([NH, NH], dtype=tl.float32)
+        for i_k in range(tl.cdiv(K, BK)):
+            o_k = i_k * BK + tl.arange(0, BK)
+            m_k = o_k < K
+            b_k1 = _load_kappa(k, e, tok1, i_h, ev, m1, o_k, m_k, H, K).to(DT)
+            b_k2 = _load_kappa(k, e, tok2, i_h, ev, m2, o_k, m_k, H, K).to(DT)
+            b_A11 += tl.dot(b_k1, tl.trans(b_k1), input_precision=PREC)
+            b_A21 += tl.dot(b_k2, tl.trans(b_k1), input_precision=PREC)
+            b_A22 += tl.dot(b_k2, tl.trans(b_k2), input_precision=PREC)
+        m_A = o_h[:, None] > o_h[None, :]
+        if USE_G:
+            b_A11 = b_A11 * tl.exp(tl.where(m_A, b_G1[:, None] - b_G1[None, :], 0.))
+            b_A22 = b_A22 * tl.exp(tl.where(m_A, b_G2[:, None] - b_G2[None, :], 0.))
+            # every row of the second half comes after every row of the first: G2 - G1 <= 0
+            b_A21 = b_A21 * tl.exp(b_G2[:, None] - b_G1[None, :])
+        b_A11 = tl.where(m_A, b_A11 * b_b1[:, None], 0.)
+        b_A22 = tl.where(m_A, b_A22 * b_b2[:, None], 0.)
+        b_A21 = b_A21 * b_b2[:, None]
 
-    b_R11 = _unit_lower_inverse(b_A11, o_h, LOG2N, PREC)
-    b_R22 = _unit_lower_inverse(b_A22, o_h, LOG2N, PREC)
-    b_R21 = -tl.dot(tl.dot(b_R22, b_A21, input_precision=PREC), b_R11, input_precision=PREC)
-    b_R11 = b_R11.to(DT)
-    b_R21 = b_R21.to(DT)
-    b_R22 = b_R22.to(DT)
+        b_R11 = _unit_lower_inverse(b_A11, o_h, LOG2N, PREC)
+        b_R22 = _unit_lower_inverse(b_A22, o_h, LOG2N, PREC)
+        b_R21 = -tl.dot(tl.dot(b_R22, b_A21, input_precision=PREC), b_R11, input_precision=PREC)
+        b_R11 = b_R11.to(DT)
+        b_R21 = b_R21.to(DT)
+        b_R22 = b_R22.to(DT)
 
     p_r1 = (sc * NR + o_h)[:, None]
     p_r2 = (sc * NR + NH + o_h)[:, None]

@@ -21,23 +21,34 @@ from __future__ import annotations
 import torch
 
 from kernel_variants.segments import Pieces, PiecesFunction, cut, entering_states, run_segmented, segment_bounds
-from kernel_variants.triton.chunk import TRITON_INTRA, ChunkEdaFunction, TritonParams, chunk_eda_bwd, chunk_eda_fwd
+from kernel_variants.triton.chunk import (
+    TM_KEEP_DTYPE,
+    TRITON_INTRA,
+    ChunkEdaFunction,
+    TritonParams,
+    chunk_eda_bwd,
+    chunk_eda_fwd,
+    keeps_tm,
+)
 
 __all__ = ["chunk_eda_segmented", "segment_bounds"]
 
 
-def _run_pieces(pc: Pieces, scale: float, h0: torch.Tensor | None, p: TritonParams, V: int
+def _run_pieces(pc: Pieces, scale: float, h0: torch.Tensor | None, p: TritonParams, V: int,
+                cache: dict[str, torch.Tensor] | None = None, tm_dtype: torch.dtype | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Both passes on the packed pieces: (o [1, TT, H, V], the final states [N, H, K, V], the
-    state entering each piece [NS, H, K, V] and [B | A] per piece [NS, H, K, V + K], float32)."""
+    state entering each piece [NS, H, K, V] and [B | A] per piece [NS, H, K, V + K], float32).
+    ``cache`` holds the chunk inverse afterwards (``delta: tm``; for the backward, ``bwd_tm``),
+    stored in ``tm_dtype``."""
     _, TT, H, K = pc.q.shape
     args = (pc.q, pc.k, pc.v, pc.e, pc.g, pc.beta, pc.gamma, scale)
     # the chunk inverse is shared by both passes; with delta tm the zero-valued columns are
     # the kernel's (v_pad), with wu they must be in memory
-    cache: dict[str, torch.Tensor] = {}
+    cache = {} if cache is None else cache
     if p.delta == "tm":
         _, ht_ext = chunk_eda_fwd(*args, pc.h_ext, True, pc.cu, pc.seg, p, output=False, tm_cache=cache,
-                                  v_pad=K)
+                                  v_pad=K, tm_dtype=tm_dtype)
     else:
         v_ext = torch.cat([pc.v, pc.v.new_zeros(1, TT, H, K)], -1)
         _, ht_ext = chunk_eda_fwd(pc.q, pc.k, v_ext, pc.e, pc.g, pc.beta, pc.gamma, scale, pc.h_ext, True,
@@ -61,14 +72,18 @@ def chunk_eda_segmented(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: to
     V = v.shape[-1]
     if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors):
         if p.seg_bwd == "pieces" and p.bwd_rec == "split" and p.bwd_intra in TRITON_INTRA:
+            # bwd_tm: the pieces' chunk inverse, kept from the forward for the backward (same chunks)
+            kept: dict[str, torch.Tensor] = {}
+
             def forward(qf, kf, vf, ef, gf, bf, gmf, h0f):  # type: ignore[no-untyped-def]
                 pc = cut(qf, kf, vf, ef, gf, bf, gmf, seqlens, p.segments, p.BT)
-                o, final, starts, ht_ext = _run_pieces(pc, scale, h0f, p, V)
+                o, final, starts, ht_ext = _run_pieces(pc, scale, h0f, p, V, kept if keeps_tm(p) else None,
+                                                       TM_KEEP_DTYPE.get(p.bwd_tm))
                 return o.reshape(B, T, H, V), final, starts, ht_ext[..., V:], pc
 
             def backward(qf, kf, vf, ef, gf, bf, gmf, starts, seg, cu, do, exit_grads):  # type: ignore[no-untyped-def]
                 return chunk_eda_bwd(qf, kf, vf, ef, gf, bf, gmf, scale, starts, cu, seg, do, None, p,
-                                     exit_grads=exit_grads)
+                                     exit_grads=exit_grads, tm_cache=kept)
 
             o, ht = PiecesFunction.apply(forward, backward, q, k, v, e, g, beta, gamma, h0, output_final_state)
             return o, ht
