@@ -182,8 +182,9 @@ def main() -> None:
                 "i_w8_32": {"warps_intra": 8, "bk_intra": 32, "bv_intra": 32},
                 "gk128_ilow": {"bk_grad": 128, "intra_dots": "half"},
                 "ilow_half": {"intra_dots": "half", "bwd_scratch": "half"},
-                # the forward's chunk inverse read by the backward (bwd_tm)
-                "tmwu": {"bwd_tm": "wu"}, "tmall": {"bwd_tm": "all"},
+                # the W/U recompute inverting I + A again instead of reading the forward's Tm
+                # (bwd_tm: "wu" is the default since run 57)
+                "tm_recompute": {"bwd_tm": "recompute"},
                 **{f"seg{n}": {"segments": n} for n in (1, 2, 4, 8, 16)},
                 **{f"seg{n}_autograd": {"segments": n, "seg_bwd": "autograd"} for n in (4, 8, 16)},
                 **{f"seg{n}_half": {"segments": n, "bwd_scratch": "half"} for n in (4, 8, 16)},

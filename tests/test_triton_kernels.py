@@ -592,22 +592,21 @@ BWD_TM_CASES = {
 }
 
 
-@pytest.mark.parametrize("bwd_tm", ["wu", "all"])
+@pytest.mark.parametrize("bwd_tm", ["wu", "recompute"])
 @pytest.mark.parametrize("case", list(BWD_TM_CASES))
 def test_bwd_tm_reads_the_forward_inverse(case: str, bwd_tm: str) -> None:
-    """``bwd_tm``: the backward takes the forward's chunk inverse (the W/U recompute, and with "all"
-    the intra kernel too) and every gradient still matches the float64 recurrence."""
+    """``bwd_tm``: the backward's W/U recompute takes the forward's chunk inverse ("wu", the
+    default) or inverts again, and every gradient matches the float64 recurrence either way."""
     problem, kw = BWD_TM_CASES[case]
     _check(problem, TritonParams(**{"BT": 16, "BK": 32, "BV": 16, **kw}, bwd_tm=bwd_tm), seed=41, grads=True,
            tol=1e-5)
 
 
-@pytest.mark.parametrize("bwd_tm", ["wu", "all"])
-def test_bwd_tm_kept_then_freed(bwd_tm: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The training forward keeps its Tm (bf16 for "wu", float32 for "all"), the backward's W/U
-    recompute reads it, and with "all" the intra kernel too (a Tm scaled between forward and
-    backward changes the gradients, but not those of ``bwd_tm: recompute``), and lets it go (the
-    kept dict is empty afterwards); a forward without gradients keeps none."""
+def test_bwd_tm_kept_then_freed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training forward keeps its Tm (in the input's 16-bit dtype), the backward's W/U
+    recompute reads it (a Tm scaled between forward and backward changes the gradients, but not
+    those of ``bwd_tm: recompute``) and lets it go (the kept dict is empty afterwards); a forward
+    without gradients keeps none."""
     from kernel_variants.triton import chunk as chunk_mod
 
     seen: dict[str, set[bool]] = {}
@@ -622,8 +621,7 @@ def test_bwd_tm_kept_then_freed(bwd_tm: str, monkeypatch: pytest.MonkeyPatch) ->
                 return self.kernel[grid](*args, **kw)
             return launch
 
-    for n in ("eda_fwd_wu_kernel", "eda_bwd_intra_kernel"):
-        monkeypatch.setattr(chunk_mod, n, Spy(n))
+    monkeypatch.setattr(chunk_mod, "eda_fwd_wu_kernel", Spy("eda_fwd_wu_kernel"))
     problem = Problem(B=1, T=40, H=2, K=16, V=16, dtype="bfloat16", initial_state=True, training=True,
                       device=DEVICE)
     inputs = make_inputs(problem, seed=8, device=DEVICE, requires_grad=True)
@@ -637,18 +635,20 @@ def test_bwd_tm_kept_then_freed(bwd_tm: str, monkeypatch: pytest.MonkeyPatch) ->
         if params.bwd_tm == "recompute":
             assert kept is None
         else:
-            assert kept["tm"].dtype == (torch.float32 if params.bwd_tm == "all" else torch.bfloat16)
+            assert kept["tm"].dtype == torch.bfloat16
             kept["tm"].mul_(scale_tm)
         out = torch.autograd.grad(o.sum(), [x[n] for n in names])
         assert kept is None or not kept
         return list(out)
 
-    p = TritonParams(BT=16, BK=16, BV=16, bwd_tm=bwd_tm)
+    p = TritonParams(BT=16, BK=16, BV=16)
+    assert p.bwd_tm == "wu"
     moved = [rel_error(a, b) for a, b in zip(grads(p, 0.5), grads(p, 1.0))]
     assert max(moved) > 1e-2, moved
-    assert seen == {"eda_fwd_wu_kernel": {True}, "eda_bwd_intra_kernel": {bwd_tm == "all"}}, seen
+    assert seen == {"eda_fwd_wu_kernel": {True}}, seen
     r = dataclasses.replace(p, bwd_tm="recompute")
     assert max(rel_error(a, b) for a, b in zip(grads(r, 0.5), grads(r, 1.0))) == 0.0
+    assert seen == {"eda_fwd_wu_kernel": {True, False}}, seen
     with torch.no_grad():
         o, _ = _run(inputs, p)
     assert o.grad_fn is None
@@ -661,8 +661,23 @@ def test_bwd_tm_rejects_unknown() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
-@pytest.mark.parametrize("bwd_tm", ["wu", "all"])
+@pytest.mark.parametrize("bwd_tm", ["wu", "recompute"])
 def test_gpu_bf16_bwd_tm(bwd_tm: str) -> None:
     problem = Problem(B=2, T=300, H=4, K=128, V=128, dtype="bfloat16", initial_state=True,
                       final_state=True, training=True, device="cuda")
     _check(problem, TritonParams(bwd_tm=bwd_tm, bk_grad=128), seed=29, grads=True, tol=2e-2)
+
+
+def test_bwd_tm_second_backward_recomputes() -> None:
+    """With ``retain_graph`` the second backward finds the kept Tm gone and inverts again: both
+    give the gradients of ``bwd_tm: recompute``."""
+    problem = Problem(B=1, T=40, H=2, K=16, V=16, dtype="float32", initial_state=True, training=True,
+                      device=DEVICE)
+    inputs = make_inputs(problem, seed=9, device=DEVICE, requires_grad=True)
+    o, _ = _run(inputs, TritonParams(BT=16, BK=16, BV=16))
+    first = torch.autograd.grad(o.sum(), inputs["q"], retain_graph=True)[0]
+    assert not o.grad_fn.tm_cache
+    second = torch.autograd.grad(o.sum(), inputs["q"])[0]
+    o2, _ = _run(inputs, TritonParams(BT=16, BK=16, BV=16, bwd_tm="recompute"))
+    want = torch.autograd.grad(o2.sum(), inputs["q"])[0]
+    assert rel_error(first, want) < 1e-6 and rel_error(second, want) < 1e-6

@@ -111,12 +111,14 @@ class TritonParams:
     # segments > 1 with gradients: "pieces" (one backward over the pieces, segmented.py) or
     # "autograd" (through both passes; what every config did before; kept for timing them)
     seg_bwd: str = "pieces"
-    # the chunk inverse Tm in backward (``delta: tm``, Triton intra backwards): "recompute" (the
-    # W/U recompute and the intra kernel each invert I + A again), "wu" (the forward keeps its Tm
-    # until the W/U recompute reads it: no inverse there; freed before the backward's peak), "all"
-    # (the forward keeps Tm in float32 and the intra kernel reads it too; Tm then lives through
-    # the backward's peak: 128 MiB at S1)
-    bwd_tm: str = "recompute"
+    # the chunk inverse Tm in the backward's W/U recompute (``delta: tm``, Triton intra backwards):
+    # "wu" (the default: a training forward keeps its Tm, in the 16-bit input dtype the recompute
+    # rounds Tm to anyway, until the W/U recompute reads it, then frees it before the backward's
+    # peak; H200 run 57: S1 fwd+bwd 8.056 -> 7.736 ms, S4 5.744 -> 5.582, same peak, same errors)
+    # or "recompute" (the W/U kernel inverts I + A again, as before run 57). The intra kernel
+    # reading it too (float32 Tm kept through the peak) was slower than "wu" (7.810 ms) and +128
+    # MiB at S1: removed
+    bwd_tm: str = "wu"
 
     def __post_init__(self) -> None:
         for name, known in (("dh_dots", tuple(DH_DOTS)), ("wu_dots", ("input", "tf32")),
@@ -145,21 +147,12 @@ DH_DOTS = {"mixed": 3, "input": 0, "tf32": 0, "kd_rows": 1, "qg_tf32": 2, "a_tf3
 TRITON_INTRA = ("triton", "triton2", "fused")
 
 #: values of TritonParams.bwd_tm
-BWD_TM = ("recompute", "wu", "all")
+BWD_TM = ("recompute", "wu")
 
 
 def keeps_tm(p: TritonParams) -> bool:
     """Whether a training forward at ``p`` keeps its chunk inverse for the backward (``bwd_tm``)."""
     return p.bwd_tm != "recompute" and p.delta == "tm" and p.bwd_intra in TRITON_INTRA and p.wu_dots == "input"
-
-
-def _intra_reads_tm(p: TritonParams) -> bool:
-    return p.bwd_tm == "all" and p.bwd_intra == "triton"
-
-
-#: the dtype a training forward keeps Tm in, per ``bwd_tm`` (absent: the 16-bit input dtype, which
-#: the W/U recompute rounds Tm to anyway); the intra kernel's Tm is float32
-TM_KEEP_DTYPE = {"all": torch.float32}
 
 
 def _pad_k(K: int) -> int:
@@ -269,8 +262,7 @@ def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
                   h0: torch.Tensor | None, output_final_state: bool, cu_seqlens: torch.Tensor | None,
                   seqlens: tuple[int, ...] | None, p: TritonParams, stages: int = 3,
                   output: bool = True, tm_cache: dict[str, torch.Tensor] | None = None,
-                  v_pad: int = 0, tm_dtype: torch.dtype | None = None
-                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                  v_pad: int = 0) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """q, k, e [B, T, H, K]; v [B, T, H, V]. Returns o [B, T, H, V] and the final state or None.
 
     ``stages`` < 3 runs only the first kernels (for timing the pieces; the output is then garbage).
@@ -279,7 +271,6 @@ def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
     chunking, not on v or the state): a second call with the same dict and inputs reuses it.
     ``v_pad`` (``delta: tm``, no output): the state has that many columns after v's, with zero
     values (h0 and the final state are [.., K, V + v_pad]): segmented.py's [v | 0] without a copy.
-    ``tm_dtype``: the dtype Tm is stored in (default: the 16-bit input dtype, or float32).
     """
     B, T, H, K = q.shape
     VR = v.shape[-1]
@@ -301,7 +292,7 @@ def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
     cached = tm_cache is not None and "tm" in tm_cache and use_tm
     if use_tm:
         # only the chunk inverse Tm goes through memory; the state kernel forms Delta from it
-        tm = tm_cache["tm"] if cached else torch.empty(B, H, NCT, NR, NR, dtype=tm_dtype or sdt, device=q.device)
+        tm = tm_cache["tm"] if cached else torch.empty(B, H, NCT, NR, NR, dtype=sdt, device=q.device)
         if tm_cache is not None:
             tm_cache["tm"] = tm
         w = u = dummy
@@ -467,7 +458,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
     sequence (``kernel_variants.segments.exit_gradients``), and the scan runs again with them.
 
     ``tm_cache`` (config ``bwd_tm``): the forward's chunk inverse under "tm" (same inputs and
-    chunking), popped so that it is freed as soon as its last reader is done."""
+    chunking) for the W/U recompute, popped so that it is freed once that kernel has read it."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     BT = p.BT
@@ -505,8 +496,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             tm=tm if tm is not None else dummy, USE_TM=tm is not None, num_warps=p.warps_bwd, num_stages=ns)
 
     _with_fallback(launch_wu, BV, p.num_stages)
-    if not _intra_reads_tm(p):
-        tm = None  # freed before the backward's peak
+    tm = None  # freed before the backward's peak
     h = torch.empty(B, H, NCT, K, V, dtype=SCRATCH_OVERRIDE.get("h", sdt), device=q.device)
 
     def launch_h(bv: int, ns: int) -> None:
@@ -643,9 +633,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             q, k, e, v, g_, beta, gamma, dW, dU, dQg, dA, dKd, ddec,
             dq, dk, de, dv, dg if dg is not None else dummy, dbeta, dgamma, cu_seqlens, ci, scale,
             T, NCT, H=H, K=K, V=V, BT=BT, BK=_override(p.bk_intra, BK, K), BV=bv, LOG2N=log2n, USE_G=use_g,
-            IS_VARLEN=varlen, PREC=p.precision, DT=dt,
-            **({} if two_block else {"LOWP": p.intra_dots == "half", "tm": tm if tm is not None else dummy,
-                                      "USE_TM": tm is not None}),
+            IS_VARLEN=varlen, PREC=p.precision, DT=dt, **({} if two_block else {"LOWP": p.intra_dots == "half"}),
             num_warps=_override(p.warps_intra, p.warps_bwd), num_stages=ns)
 
     _with_fallback(launch_intra, _override(p.bv_intra, BV, V), _override(p.stages_intra, p.num_stages))
@@ -670,8 +658,7 @@ class ChunkEdaFunction(torch.autograd.Function):
         keep = any(ctx.needs_input_grad) and keeps_tm(p)
         tm_cache: dict[str, torch.Tensor] | None = {} if keep else None
         o, ht = chunk_eda_fwd(q, k, v, e, g, beta, gamma, scale, h0, output_final_state, cu_seqlens,
-                              seqlens, p, output=need_o, tm_cache=tm_cache,
-                              tm_dtype=TM_KEEP_DTYPE.get(p.bwd_tm))
+                              seqlens, p, output=need_o, tm_cache=tm_cache)
         ctx.save_for_backward(q, k, v, e, g, beta, gamma, h0, cu_seqlens)
         ctx.scale, ctx.seqlens, ctx.p, ctx.tm_cache = scale, seqlens, p, tm_cache
         return o, ht

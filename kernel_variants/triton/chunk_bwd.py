@@ -383,7 +383,7 @@ def eda_bwd_intra_kernel(
     dq, dk, de, dv, dg, dbeta, dgamma, cu_seqlens, chunk_indices, scale, T, NCT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, LOG2N: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, DT: tl.constexpr, LOWP: tl.constexpr = False, tm=None, USE_TM: tl.constexpr = False,
+    PREC: tl.constexpr, DT: tl.constexpr, LOWP: tl.constexpr = False,
 ):
     """Gradients of the inputs of one chunk from those of W, U, Qg, Aqk, Kd and the chunk decay.
 
@@ -395,16 +395,12 @@ def eda_bwd_intra_kernel(
     LOWP (config ``intra_dots: half``): the dots that take a K or V tile (dTm, dkappa, dq, dnu)
     get their operands in DT instead of float32 (tf32): half the operand registers and twice the
     tensor-core rate; the inverse and dA stay in float32.
-
-    USE_TM (config ``bwd_tm: all``): Tm is read from the forward's chunk inverse ``tm``
-    (erase-first row order, float32) instead of recomputed by repeated squaring.
     """
     i_tg, i_bh = tl.program_id(0), tl.program_id(1)
     sc = i_bh.to(tl.int64) * NCT + i_tg
     _intra_chunk(q, k, e, v, g, beta, gamma, dw, du, dqg, daqk, dkd, ddec,
                  dq, dk, de, dv, dg, dbeta, dgamma, cu_seqlens, chunk_indices, scale, T, NCT,
-                 i_tg, i_bh, sc, H, K, V, BT, BK, BV, LOG2N, USE_G, IS_VARLEN, PREC, DT, LOWP,
-                 tm, USE_TM)
+                 i_tg, i_bh, sc, H, K, V, BT, BK, BV, LOG2N, USE_G, IS_VARLEN, PREC, DT, LOWP)
 
 
 @triton.jit
@@ -413,11 +409,10 @@ def _intra_chunk(
     dq, dk, de, dv, dg, dbeta, dgamma, cu_seqlens, chunk_indices, scale, T, NCT, i_tg, i_bh, ss,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, LOG2N: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, DT: tl.constexpr, LOWP: tl.constexpr, tm, USE_TM: tl.constexpr,
+    PREC: tl.constexpr, DT: tl.constexpr, LOWP: tl.constexpr,
 ):
     """The intra kernel's work on chunk ``i_tg`` of sequence-head ``i_bh``, reading the per-chunk
-    gradients from scratch slot ``ss``. LOWP: the K- and V-tile dots with DT operands. USE_TM:
-    Tm read from the forward's ``tm`` (erase-first order) instead of recomputed."""
+    gradients from scratch slot ``ss``. LOWP: the K- and V-tile dots with DT operands."""
     ODT: tl.constexpr = DT if LOWP else tl.float32
     i_b, i_h = i_bh // H, i_bh % H
     i_t, bos, L = _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
@@ -478,17 +473,11 @@ def _intra_chunk(
 
     b_An = tl.where(m_A, b_KK * b_D, 0.)
     b_A = b_An * b_b[:, None]
-    if USE_TM:
-        # interleaved row r is token r // 2's erase (even r) or write row: row r // 2 or BT + r // 2
-        # of the erase-first order
-        p_ef = o_r // 2 + tl.where(ev, 0, BT)
-        b_R = tl.load(tm + sc * NR * NR + p_ef[:, None] * NR + p_ef[None, :]).to(tl.float32)
-    else:
-        b_P = -b_A
-        b_R = tl.where(o_r[:, None] == o_r[None, :], 1., 0.) + b_P
-        for _ in tl.static_range(LOG2N - 1):
-            b_P = tl.dot(b_P, b_P, input_precision=PREC)
-            b_R = b_R + tl.dot(b_R, b_P, input_precision=PREC)
+    b_P = -b_A
+    b_R = tl.where(o_r[:, None] == o_r[None, :], 1., 0.) + b_P
+    for _ in tl.static_range(LOG2N - 1):
+        b_P = tl.dot(b_P, b_P, input_precision=PREC)
+        b_R = b_R + tl.dot(b_R, b_P, input_precision=PREC)
     b_RT = tl.trans(b_R)
     b_dA = -tl.dot(tl.dot(b_RT, b_dR, input_precision=PREC), b_RT, input_precision=PREC)
     b_dA = tl.where(m_A, b_dA, 0.)
@@ -595,8 +584,7 @@ def eda_bwd_fused_kernel(
         tl.debug_barrier()
         _intra_chunk(q, k, e, v, g, beta, gamma, dw, du, dqg, daqk, dkd, ddec,
                      dq, dk, de, dv, dg, dbeta, dgamma, cu_seqlens, chunk_indices, scale, T, NCT,
-                     i_tg, i_bh, ss, H, K, V, BT, BK, BV, LOG2N, USE_G, IS_VARLEN, PREC, DT, False,
-                     dkd, False)
+                     i_tg, i_bh, ss, H, K, V, BT, BK, BV, LOG2N, USE_G, IS_VARLEN, PREC, DT, False)
         tl.debug_barrier()
 
 

@@ -22,7 +22,6 @@ import torch
 
 from kernel_variants.segments import Pieces, PiecesFunction, cut, entering_states, run_segmented, segment_bounds
 from kernel_variants.triton.chunk import (
-    TM_KEEP_DTYPE,
     TRITON_INTRA,
     ChunkEdaFunction,
     TritonParams,
@@ -35,12 +34,10 @@ __all__ = ["chunk_eda_segmented", "segment_bounds"]
 
 
 def _run_pieces(pc: Pieces, scale: float, h0: torch.Tensor | None, p: TritonParams, V: int,
-                cache: dict[str, torch.Tensor] | None = None, tm_dtype: torch.dtype | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                cache: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Both passes on the packed pieces: (o [1, TT, H, V], the final states [N, H, K, V], the
     state entering each piece [NS, H, K, V] and [B | A] per piece [NS, H, K, V + K], float32).
-    ``cache`` holds the chunk inverse afterwards (``delta: tm``; for the backward, ``bwd_tm``),
-    stored in ``tm_dtype``."""
+    ``cache`` holds the chunk inverse afterwards (``delta: tm``; for the backward, ``bwd_tm``)."""
     _, TT, H, K = pc.q.shape
     args = (pc.q, pc.k, pc.v, pc.e, pc.g, pc.beta, pc.gamma, scale)
     # the chunk inverse is shared by both passes; with delta tm the zero-valued columns are
@@ -48,7 +45,7 @@ def _run_pieces(pc: Pieces, scale: float, h0: torch.Tensor | None, p: TritonPara
     cache = {} if cache is None else cache
     if p.delta == "tm":
         _, ht_ext = chunk_eda_fwd(*args, pc.h_ext, True, pc.cu, pc.seg, p, output=False, tm_cache=cache,
-                                  v_pad=K, tm_dtype=tm_dtype)
+                                  v_pad=K)
     else:
         v_ext = torch.cat([pc.v, pc.v.new_zeros(1, TT, H, K)], -1)
         _, ht_ext = chunk_eda_fwd(pc.q, pc.k, v_ext, pc.e, pc.g, pc.beta, pc.gamma, scale, pc.h_ext, True,
@@ -77,8 +74,7 @@ def chunk_eda_segmented(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: to
 
             def forward(qf, kf, vf, ef, gf, bf, gmf, h0f):  # type: ignore[no-untyped-def]
                 pc = cut(qf, kf, vf, ef, gf, bf, gmf, seqlens, p.segments, p.BT)
-                o, final, starts, ht_ext = _run_pieces(pc, scale, h0f, p, V, kept if keeps_tm(p) else None,
-                                                       TM_KEEP_DTYPE.get(p.bwd_tm))
+                o, final, starts, ht_ext = _run_pieces(pc, scale, h0f, p, V, kept if keeps_tm(p) else None)
                 return o.reshape(B, T, H, V), final, starts, ht_ext[..., V:], pc
 
             def backward(qf, kf, vf, ef, gf, bf, gmf, starts, seg, cu, do, exit_grads):  # type: ignore[no-untyped-def]
