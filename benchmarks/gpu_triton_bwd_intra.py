@@ -185,6 +185,8 @@ def main() -> None:
                 # the W/U recompute inverting I + A again instead of reading the forward's Tm
                 # (bwd_tm: "wu" is the default since run 57)
                 "tm_recompute": {"bwd_tm": "recompute"},
+                # states and state gradients kept for every other chunk (bwd_states)
+                "pairs": {"bwd_states": "pairs"},
                 **{f"seg{n}": {"segments": n} for n in (1, 2, 4, 8, 16)},
                 **{f"seg{n}_autograd": {"segments": n, "seg_bwd": "autograd"} for n in (4, 8, 16)},
                 **{f"seg{n}_half": {"segments": n, "bwd_scratch": "half"} for n in (4, 8, 16)},

@@ -69,6 +69,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the W/U recompute inverting I + A again (bwd_tm: "wu", the forward's Tm, is the default since
     # run 57: the same errors)
     "tm_recompute": {"bwd_tm": "recompute"},
+    # states and state gradients kept for every other chunk, the others rebuilt (bwd_states)
+    "pairs": {"bwd_states": "pairs"},
 }
 
 

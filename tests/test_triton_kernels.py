@@ -681,3 +681,65 @@ def test_bwd_tm_second_backward_recomputes() -> None:
     o2, _ = _run(inputs, TritonParams(BT=16, BK=16, BV=16, bwd_tm="recompute"))
     want = torch.autograd.grad(o2.sum(), inputs["q"])[0]
     assert rel_error(first, want) < 1e-6 and rel_error(second, want) < 1e-6
+
+
+PAIRS_CASES = {
+    # odd number of chunks (the last chunk lone in its pair), gate, initial and final state, K != V
+    "gated-odd": (Problem(B=2, T=75, H=2, K=32, V=16, dtype="float32", initial_state=True, final_state=True,
+                          training=True, device=DEVICE), {}),
+    # varlen: sequences of 1, 2 and more chunks, no gate; K tiles of 16
+    "varlen-nogate": (Problem(B=1, T=120, H=2, K=32, V=24, dtype="float32", gate=False, num_seqs=4,
+                              initial_state=True, final_state=True, training=True, device=DEVICE), {"bk_grad": 16}),
+    # the pieces (the second dS scan stores the pairs)
+    "pieces": (Problem(B=1, T=130, H=2, K=16, V=16, dtype="float32", initial_state=True, final_state=True,
+                       training=True, device=DEVICE), {"segments": 3}),
+    # the 16-bit operands of the dS scan throughout, mirrored by the rebuild
+    "dh-input": (Problem(B=1, T=64, H=1, K=16, V=16, dtype="float32", final_state=True, training=True,
+                         device=DEVICE), {"dh_dots": "input"}),
+}
+
+
+@pytest.mark.parametrize("case", list(PAIRS_CASES))
+def test_bwd_states_pairs(case: str) -> None:
+    """``bwd_states: pairs``: every gradient of the float64 recurrence with states and state
+    gradients kept for every other chunk and the others rebuilt in the per-chunk gradient kernel."""
+    problem, kw = PAIRS_CASES[case]
+    params = TritonParams(**{"BT": 16, "BK": 32, "BV": 16, "bk_grad": 32, **kw}, bwd_states="pairs")
+    _check(problem, params, seed=43, grads=True, tol=1e-5)
+
+
+def test_bwd_states_pairs_halves_the_state_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The states and state gradients get one slot per pair of chunks (T = 75, BT 16: 5 chunks,
+    3 slots a head), and the gradients equal those of "every" (so the rebuilt halves are right)."""
+    from kernel_variants.triton import chunk as chunk_mod
+
+    shapes: list[tuple[int, ...]] = []
+    kernel = chunk_mod.eda_bwd_gradk_kernel
+
+    class Spy:
+        def __getitem__(self, grid: Any) -> Any:
+            def launch(*args: Any, **kw: Any) -> Any:
+                shapes.append(tuple(args[0].shape))
+                return kernel[grid](*args, **kw)
+            return launch
+
+    monkeypatch.setattr(chunk_mod, "eda_bwd_gradk_kernel", Spy())
+    problem = Problem(B=1, T=75, H=2, K=16, V=16, dtype="float32", initial_state=True, training=True,
+                      device=DEVICE)
+    inputs = make_inputs(problem, seed=3, device=DEVICE, requires_grad=True)
+    names = [n for n in NAMES if isinstance(inputs[n], torch.Tensor)]
+    got = {}
+    for states in ("every", "pairs"):
+        o, _ = _run(inputs, TritonParams(BT=16, BK=16, BV=16, bk_grad=16, bwd_states=states))
+        got[states] = torch.autograd.grad(o.sum(), [inputs[n] for n in names])
+    assert shapes == [(1, 2, 5, 16, 16), (1, 2, 3, 16, 16)], shapes
+    for a, b in zip(got["every"], got["pairs"]):
+        assert rel_error(b, a) < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_gpu_bf16_bwd_states_pairs() -> None:
+    problem = Problem(B=2, T=300, H=4, K=128, V=128, dtype="bfloat16", initial_state=True,
+                      final_state=True, training=True, device="cuda")
+    _check(problem, TritonParams(bwd_states="pairs", bk_grad=128), seed=30, grads=True, tol=2e-2)

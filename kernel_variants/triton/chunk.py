@@ -119,10 +119,15 @@ class TritonParams:
     # reading it too (float32 Tm kept through the peak) was slower than "wu" (7.810 ms) and +128
     # MiB at S1: removed
     bwd_tm: str = "wu"
+    # the backward's chunk states and state gradients (with the K-tiled per-chunk gradients,
+    # ``bk_grad`` > 0): "every" chunk's stored, or "pairs": one slot per pair of chunks, the
+    # per-chunk gradient kernel rebuilding the other chunk's across its neighbour (half the memory
+    # of h and dS, W kept until then; ``eda_bwd_gradk_kernel``)
+    bwd_states: str = "every"
 
     def __post_init__(self) -> None:
         for name, known in (("dh_dots", tuple(DH_DOTS)), ("wu_dots", ("input", "tf32")),
-                            ("bwd_tm", BWD_TM)):
+                            ("bwd_tm", BWD_TM), ("bwd_states", ("every", "pairs"))):
             if getattr(self, name) not in known:
                 raise ValueError(f"{name} must be one of {known}, got {getattr(self, name)!r}")
 
@@ -255,6 +260,22 @@ def _index(T: int, seqlens: tuple[int, ...] | None, BT: int, device: torch.devic
     if seqlens is None:
         return None, None, triton.cdiv(T, BT)
     return _varlen_index(seqlens, BT, device)
+
+
+@functools.lru_cache(maxsize=64)
+def _varlen_pairs(seqlens: tuple[int, ...], BT: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    lens = torch.tensor(seqlens, dtype=torch.int64).diff()
+    pairs = ((lens + BT - 1) // BT + 1) // 2
+    return (torch.cumsum(pairs, 0) - pairs).to(torch.int32).to(device), int(pairs.sum())
+
+
+def _pair_index(T: int, seqlens: tuple[int, ...] | None, BT: int, device: torch.device
+                ) -> tuple[torch.Tensor | None, int]:
+    """``bwd_states: pairs``: each sequence's first slot in the per-pair layout (None without
+    cu_seqlens) and the slots per head (pairs of chunks, a last lone chunk counting as one)."""
+    if seqlens is None:
+        return None, (triton.cdiv(T, BT) + 1) // 2
+    return _varlen_pairs(seqlens, BT, device)
 
 
 def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor,
@@ -497,7 +518,12 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
 
     _with_fallback(launch_wu, BV, p.num_stages)
     tm = None  # freed before the backward's peak
-    h = torch.empty(B, H, NCT, K, V, dtype=SCRATCH_OVERRIDE.get("h", sdt), device=q.device)
+    # bwd_states "pairs" (with the K-tiled per-chunk gradients): the chunk states and their
+    # gradients are kept for every other chunk (one slot per pair), the per-chunk gradient kernel
+    # rebuilds the others: h and dS take half the memory (1 GiB less at S5 and at S1)
+    pairs = gradk and p.bwd_states == "pairs"
+    po, NC2 = _pair_index(T, seqlens, BT, q.device) if pairs else (None, NCT)
+    h = torch.empty(B, H, NC2, K, V, dtype=SCRATCH_OVERRIDE.get("h", sdt), device=q.device)
 
     def launch_h(bv: int, ns: int) -> None:
         eda_fwd_h_kernel[(triton.cdiv(V, bv), N * H)](
@@ -505,7 +531,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             dummy, dummy, scale, cu_seqlens, co, T, NCT,
             H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_G=use_g, USE_KD=False, STORE_H=True,
             STORE_VN=gradk, FUSE_O=False, USE_H0=h0 is not None, STORE_HT=False, IS_VARLEN=varlen,
-            PREC=p.precision, DT=dt, num_warps=p.warps_h, num_stages=ns)
+            PREC=p.precision, DT=dt, pair_offsets=po, NC2=NC2, PAIRS=pairs, num_warps=p.warps_h, num_stages=ns)
 
     _with_fallback(launch_h, BV, p.num_stages)
     if stages <= 1:
@@ -549,7 +575,8 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             co, T, NCT, H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_DHT=dht_ is not None,
             IS_VARLEN=varlen, PREC=p.precision, DT=tl.float32 if p.dh_dots == "tf32" else dt, USE_G=use_g,
             STORE_DH=store_dh, du=dU, OPS=DH_DOTS[p.dh_dots],
-            STORE_DU=gradk and store_dh, num_warps=_override(p.warps_dh, p.warps_h), num_stages=ns)
+            STORE_DU=gradk and store_dh, pair_offsets=po, NC2=NC2, PAIRS=pairs,
+            num_warps=_override(p.warps_dh, p.warps_h), num_stages=ns)
 
     def launch_grad(bv: int, ns: int) -> None:
         eda_bwd_grad_kernel[(NCT, B * H)](
@@ -565,19 +592,21 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
         eda_bwd_gradk_kernel[(NCT, B * H, NKT)](
             h, bufs["dh"], u, dU, do, bufs["dW"], bufs["dQg"], bufs["dA"], bufs["dKd"], bufs["ddec"],
             cu_seqlens, ci, T, NCT, H=H, K=K, V=V, BT=BT, BK=BKG, BV=bv, IS_VARLEN=varlen,
-            PREC=p.precision, DT=dt, num_warps=_override(p.warps_grad, p.warps_bwd), num_stages=ns)
+            PREC=p.precision, DT=dt, w=w, q=q, k=k, e=e, g=g_, scale=scale, pair_offsets=po, NC2=NC2,
+            PAIRS=pairs, USE_G=use_g, QDT=tl.float32 if DH_DOTS[p.dh_dots] & 2 or p.dh_dots == "tf32" else dt,
+            num_warps=_override(p.warps_grad, p.warps_bwd), num_stages=ns)
 
     if p.bwd_rec == "split":
         # sequential dS only (stored per chunk), then every other gradient per chunk in parallel
         # (fused: the grad kernel's work runs inside the intra kernel's, below)
-        bufs["dh"] = torch.empty(B, H, NCT, K, V, dtype=SCRATCH_OVERRIDE.get("dh", sdt), device=q.device)
+        bufs["dh"] = torch.empty(B, H, NC2, K, V, dtype=SCRATCH_OVERRIDE.get("dh", sdt), device=q.device)
         if exit_grads is not None:
             # first pass: every piece's own contribution to the gradient entering it
             dht_, store_dh = None, False
             _with_fallback(launch_dh, _override(p.bv_dh, BV, V), _override(p.stages_dh, p.num_stages))
             dht_, store_dh = exit_grads(dh0).to(f32).contiguous(), True
         _with_fallback(launch_dh, _override(p.bv_dh, BV, V), _override(p.stages_dh, p.num_stages))
-        if gradk:
+        if gradk and not pairs:
             # W is dead after the dS scan here (the K-tiled kernel reads Delta, not W and U): free
             # it before the per-chunk gradients are allocated (the backward's peak is in the next
             # kernel: states, dS, Delta and the five per-chunk gradients)

@@ -24,6 +24,7 @@ import triton.language as tl
 from kernel_variants.triton.chunk_fwd import (
     _chunk_coords,
     _load_kappa,
+    _pair_slot,
     _row_decay,
     _seq_coords,
     _unit_lower_inverse,
@@ -194,7 +195,8 @@ def eda_bwd_dh_kernel(
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, USE_DHT: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
     DT: tl.constexpr, USE_G: tl.constexpr, STORE_DH: tl.constexpr = True, du=None,
-    STORE_DU: tl.constexpr = False, OPS: tl.constexpr = 0,
+    STORE_DU: tl.constexpr = False, OPS: tl.constexpr = 0, pair_offsets=None, NC2=0,
+    PAIRS: tl.constexpr = False,
 ):
     """The sequential part of the backward (config ``bwd_rec: split``): only dS, carried
     backwards through the chunks, dS <- Qg^T dO + dec dS - W^T (Aqk^T dO + Kd dS); stores the
@@ -202,10 +204,14 @@ def eda_bwd_dh_kernel(
     ``eda_bwd_grad_kernel`` (not with STORE_DH false: the first of the two scans over pieces,
     which needs only dS of the initial state), and dS of the initial state. STORE_DU: also store
     dDelta (= dU, computed here anyway) per chunk, for ``eda_bwd_gradk_kernel``. OPS: which of
-    Kd, Qg, Aqk skip their rounding to DT (``_bwd_operands``)."""
+    Kd, Qg, Aqk skip their rounding to DT (``_bwd_operands``). PAIRS (``bwd_states: pairs``): ``dh``
+    has one slot per pair of chunks and holds the gradient leaving the odd chunks (and the last
+    chunk); ``eda_bwd_gradk_kernel`` rebuilds the even chunks' from the next chunk's."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, L, sc0 = _seq_coords(i_n, i_h, i_nh, T, NCT, cu_seqlens, chunk_offsets, IS_VARLEN)
+    if PAIRS:
+        ps0 = _pair_slot(i_n, i_h, i_nh, NC2, pair_offsets, IS_VARLEN)
     NT = tl.cdiv(L, BT)
     NR: tl.constexpr = 2 * BT
     o_r = tl.arange(0, NR)
@@ -223,7 +229,11 @@ def eda_bwd_dh_kernel(
     for i_t in range(NT - 1, -1, -1):
         sc = sc0 + i_t
         if STORE_DH:
-            tl.store(dh + sc * K * V + p_kv, b_dS.to(dh.dtype.element_ty), mask=m_kv)
+            if PAIRS:
+                if (i_t % 2 == 1) or (i_t == NT - 1):
+                    tl.store(dh + (ps0 + i_t // 2) * K * V + p_kv, b_dS.to(dh.dtype.element_ty), mask=m_kv)
+            else:
+                tl.store(dh + sc * K * V + p_kv, b_dS.to(dh.dtype.element_ty), mask=m_kv)
         b_kd, b_qg, b_a, b_dec, b_kf = _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k,
                                                      m_k, H, K, BT, USE_G, DT, PREC, OPS)
         m_t = (i_t * BT + o_t) < L
@@ -333,10 +343,40 @@ def _grad_chunk(
 
 
 @triton.jit
+def _pair_neighbour(q, k, e, g, scale, j, bos, L, i_h, o_r, o_t, o_k, m_k, H: tl.constexpr, K: tl.constexpr,
+                    BT: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr, QDT: tl.constexpr):
+    """What rebuilds a state (or state gradient) across chunk ``j`` on the K tile ``o_k``
+    (``bwd_states: pairs``): Kd [NR, BK] (DT, the decay to the chunk's end applied, as the states
+    recompute rounds it), Qg [BT, BK] (QDT, as the dS scan) and the chunk decay."""
+    ev = (o_r % 2) == 0
+    t_r = j * BT + o_r // 2
+    m_r = t_r < L
+    tok = bos + t_r
+    m_t = (j * BT + o_t) < L
+    tokq = bos + j * BT + o_t
+    b_kap = _load_kappa(k, e, tok, i_h, ev, m_r, o_k, m_k, H, K).to(tl.float32)
+    b_q = tl.load(q + (tokq * H + i_h)[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :],
+                  other=0.).to(tl.float32)
+    if USE_G:
+        b_G, b_gl = _row_decay(g, tok, i_h, ev, m_r, H)
+        b_gq = tl.cumsum(tl.load(g + tokq * H + i_h, mask=m_t, other=0.).to(tl.float32), axis=0)
+        b_kd = (b_kap * tl.exp(b_gl - b_G)[:, None]).to(DT)
+        b_qg = (b_q * (tl.exp(b_gq) * scale)[:, None]).to(QDT)
+        b_dec = tl.exp(b_gl)
+    else:
+        b_kd = b_kap.to(DT)
+        b_qg = (b_q * scale).to(QDT)
+        b_dec = 1.
+    return b_kd, b_qg, b_dec
+
+
+@triton.jit
 def eda_bwd_gradk_kernel(
     h, dh, vn, du, do, dw, dqg, daqk, dkd, ddec, cu_seqlens, chunk_indices, T, NCT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr, DT: tl.constexpr,
+    w=None, q=None, k=None, e=None, g=None, scale=1., pair_offsets=None, NC2=0,
+    PAIRS: tl.constexpr = False, USE_G: tl.constexpr = False, QDT: tl.constexpr = tl.float32,
 ):
     """The per-chunk gradients over K tiles (config ``bk_grad`` > 0): one program per (chunk, K
     tile), every V tile in turn. Unlike ``eda_bwd_grad_kernel`` it contracts nothing over K: the
@@ -346,7 +386,13 @@ def eda_bwd_gradk_kernel(
     K tile stores it) and its K tile's part of ddec = <S, dS> (``ddec`` [.., NC, NKT], summed by
     the launcher). (The same products transposed, the state tile as the left operand, compile to
     wgmma instead of mma.sync on sm_90a but timed the same: S1 8.722 against 8.670 ms, S5 10.160
-    against 10.171, H200 run 49; not kept.)"""
+    against 10.171, H200 run 49; not kept.)
+
+    PAIRS (``bwd_states: pairs``): ``h`` and ``dh`` have one slot per pair of chunks (2i, 2i + 1)
+    holding the state entering chunk 2i and the gradient leaving chunk 2i + 1 (or leaving 2i when it
+    is the sequence's last chunk). An odd chunk rebuilds its entering state across the chunk before,
+    S = dec S_prev + Kd^T Delta; an even one its leaving gradient across the chunk after,
+    dS = Qg^T dO + dec dS_next - W^T dDelta (the dS scan's step; Qg in QDT as the scan)."""
     i_tg, i_bh, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     i_t, bos, L = _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
@@ -358,15 +404,43 @@ def eda_bwd_gradk_kernel(
     o_k = i_k * BK + tl.arange(0, BK)
     m_k = o_k < K
     m_t = (i_t * BT + o_t) < L
+    slot = sc
+    if PAIRS:
+        if IS_VARLEN:
+            i_n = tl.load(chunk_indices + i_tg * 2).to(tl.int32)
+        else:
+            i_n = i_b
+        slot = _pair_slot(i_n, i_h, i_bh, NC2, pair_offsets, IS_VARLEN) + i_t // 2
+        odd = i_t % 2 == 1
+        rebuild_dS = (i_t % 2 == 0) & (i_t < tl.cdiv(L, BT) - 1)
+        j = tl.where(odd, i_t - 1, i_t + 1)        # the neighbour across which the rebuild runs
+        sn = sc + j - i_t
+        b_kdn, b_qgn, b_decn = _pair_neighbour(q, k, e, g, scale, j, bos, L, i_h, o_r, o_t, o_k, m_k, H, K, BT,
+                                               USE_G, DT, QDT)
+        # (the last chunk's neighbour does not exist: nothing of it is read)
+        m_wn = (o_r < tl.where(rebuild_dS, NR, 0))[:, None] & m_k[None, :]
+        b_wn = tl.load(w + (sn * NR + o_r)[:, None] * K + o_k[None, :], mask=m_wn, other=0.).to(DT)
+        m_tn = (j * BT + o_t) < L
     b_dw, b_dkd, b_dqg, b_da, b_ddec = _grad_accumulators(NR, BT, BK)
     for i_v in range(tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
         m_v = o_v < V
-        b_S, b_dS = _state_tiles(h, dh, sc, o_k, m_k, o_v, m_v, K, V)
+        b_S, b_dS = _state_tiles(h, dh, slot, o_k, m_k, o_v, m_v, K, V)
         p_rv = (sc * NR + o_r)[:, None] * V + o_v[None, :]
         b_d = tl.load(vn + p_rv, mask=m_v[None, :], other=0.).to(DT)
         b_dd = tl.load(du + p_rv, mask=m_v[None, :], other=0.).to(DT)
         b_do = _do_tile(do, bos, i_t, o_t, m_t, i_h, o_v, m_v, H, V, BT, DT)
+        if PAIRS:
+            p_rn = (sn * NR + o_r)[:, None] * V + o_v[None, :]
+            if odd:
+                b_dn = tl.load(vn + p_rn, mask=m_v[None, :], other=0.).to(DT)
+                b_S = (b_S.to(tl.float32) * b_decn
+                       + tl.dot(tl.trans(b_kdn), b_dn, input_precision=PREC)).to(b_S.dtype)
+            if rebuild_dS:
+                b_ddn = tl.load(du + p_rn, mask=m_v[None, :], other=0.).to(DT)
+                b_don = _do_tile(do, bos, j, o_t, m_tn, i_h, o_v, m_v, H, V, BT, QDT)
+                b_dS = (tl.dot(tl.trans(b_qgn), b_don, input_precision=PREC) + b_decn * b_dS.to(tl.float32)
+                        - tl.dot(tl.trans(b_wn), b_ddn, input_precision=PREC)).to(b_dS.dtype)
         b_dw, b_dkd, b_dqg, b_da, b_ddec = _grad_products(b_S, b_dS, b_d, b_dd, b_do, b_dw, b_dkd, b_dqg, b_da,
                                                           b_ddec, i_k == 0, PREC, DT)
     tl.store(dw + (sc * NR + o_r)[:, None] * K + o_k[None, :], b_dw.to(dw.dtype.element_ty), mask=m_k[None, :])

@@ -54,6 +54,15 @@ def _seq_coords(i_n, i_h, i_nh, T, NCT, cu_seqlens, chunk_offsets, IS_VARLEN: tl
 
 
 @triton.jit
+def _pair_slot(i_n, i_h, i_nh, NC2, pair_offsets, IS_VARLEN: tl.constexpr):
+    """First slot of sequence ``i_n``, head ``i_h`` in a per-pair-of-chunks layout [.., NC2, K, V]
+    (the backward's ``bwd_states: pairs``; chunk t of the sequence is in slot ``+ t // 2``)."""
+    if IS_VARLEN:
+        return i_h.to(tl.int64) * NC2 + tl.load(pair_offsets + i_n).to(tl.int64)
+    return i_nh.to(tl.int64) * NC2
+
+
+@triton.jit
 def _load_kappa(k, e, tok, i_h, ev, m_r, o_k, m_k, H: tl.constexpr, K: tl.constexpr):
     """Rows of kappa [NR, BK]: e at even (erase) rows, k at odd (write) rows."""
     p = (tok * H + i_h)[:, None] * K + o_k[None, :]
@@ -195,7 +204,8 @@ def eda_fwd_h_kernel(
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, USE_G: tl.constexpr, USE_KD: tl.constexpr, STORE_H: tl.constexpr,
     STORE_VN: tl.constexpr, FUSE_O: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr,
-    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, DT: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, DT: tl.constexpr, pair_offsets=None, NC2=0,
+    PAIRS: tl.constexpr = False,
 ):
     """One (sequence, head, V tile): S [K, BV] carried through the chunks in registers.
 
@@ -203,10 +213,14 @@ def eda_fwd_h_kernel(
     ``dec`` from memory (the backward's recompute), else it builds them from k, e and g.
     With FUSE_O the output of each chunk is computed here from the state in registers (no state
     or new values go through memory; the parallel output kernel is skipped).
+    PAIRS (the backward's ``bwd_states: pairs``): ``h`` holds one slot per pair of chunks
+    (``NC2`` per head, ``_pair_slot``) and only the even chunks' entering states are stored.
     """
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, L, sc0 = _seq_coords(i_n, i_h, i_nh, T, NCT, cu_seqlens, chunk_offsets, IS_VARLEN)
+    if PAIRS:
+        ps0 = _pair_slot(i_n, i_h, i_nh, NC2, pair_offsets, IS_VARLEN)
     NT = tl.cdiv(L, BT)
     NR: tl.constexpr = 2 * BT
     o_r = tl.arange(0, NR)
@@ -224,7 +238,11 @@ def eda_fwd_h_kernel(
     for i_t in range(NT):
         sc = sc0 + i_t
         if STORE_H:
-            tl.store(h + sc * K * V + p_kv, b_S.to(h.dtype.element_ty), mask=m_kv)
+            if PAIRS:
+                if i_t % 2 == 0:
+                    tl.store(h + (ps0 + i_t // 2) * K * V + p_kv, b_S.to(h.dtype.element_ty), mask=m_kv)
+            else:
+                tl.store(h + sc * K * V + p_kv, b_S.to(h.dtype.element_ty), mask=m_kv)
         p_rows = (sc * NR + o_r)[:, None]
         b_w = tl.load(w + p_rows * K + o_k[None, :], mask=m_k[None, :], other=0.)
         b_u = tl.load(u + p_rows * V + o_v[None, :], mask=m_v[None, :], other=0.)
