@@ -743,3 +743,19 @@ def test_gpu_bf16_bwd_states_pairs() -> None:
     problem = Problem(B=2, T=300, H=4, K=128, V=128, dtype="bfloat16", initial_state=True,
                       final_state=True, training=True, device="cuda")
     _check(problem, TritonParams(bwd_states="pairs", bk_grad=128), seed=30, grads=True, tol=2e-2)
+
+
+def test_bwd_states_is_a_training_tunable() -> None:
+    """``bwd_states`` is in the search space for training with the K-tiled gradient kernel only,
+    and a config's value reaches TritonParams (older configs without it complete to "every")."""
+    backend = TritonBackend()
+    fwd = Problem(B=2, T=256, H=4, K=256, V=256, dtype="bfloat16", device=DEVICE)
+    train = dataclasses.replace(fwd, training=True)
+    cfg = backend.default_config(train).to_dict()
+    assert cfg["bwd_states"] == "every"
+    assert backend.check_config(train, {**cfg, "bwd_states": "pairs"})[0]
+    assert not backend.check_config(train, {**cfg, "bwd_states": "pairs", "bk_grad": 0})[0]
+    assert not backend.check_config(fwd, {**backend.default_config(fwd).to_dict(), "bwd_states": "pairs"})[0]
+    assert TritonParams.from_config(backend.resolve_config(train, {"bwd_states": "pairs"})).bwd_states == "pairs"
+    old = {k: v for k, v in cfg.items() if k != "bwd_states"}
+    assert TritonParams.from_config(backend.resolve_config(train, old)).bwd_states == "every"

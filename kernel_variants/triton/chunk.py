@@ -142,7 +142,7 @@ class TritonParams:
                    segments=int(config["segments"]), bwd_scratch=str(config["bwd_scratch"]),
                    bv_grad=int(config["bv_grad"]), stages_grad=int(config["stages_grad"]),
                    stages_dh=int(config["stages_dh"]), warps_grad=int(config["warps_grad"]),
-                   bk_grad=int(config["bk_grad"]))
+                   bk_grad=int(config["bk_grad"]), bwd_states=str(config["bwd_states"]))
 
 
 #: values of TritonParams.dh_dots and the dS kernel's OPS bit mask for each ("tf32": float32 DT)
