@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One device call that does what a short GPU lease allows; each step has its own time limit in
 # seconds (0 skips it), and everything it prints goes to $OUT/run.log:
+#   TMS_S    benchmarks/gpu_tm_solver.py: the forward's tm_solver values checked, then timed at
+#            EDA_TMS_SHAPES (default S1-S5) beside fla, and forward+backward at EDA_TMS_TRAIN; $OUT/tms;
 #   SEG_S    benchmarks/gpu_segments.py: the segments switch checked, then timed at S4, S2, S1 with fla;
 #   BWD_S    benchmarks/gpu_triton_bwd_intra.py: the backward variants, checked, then timed at S1
 #            (BWD_TAGS: only these timing variants; BWD_CHECKS=0: no checks); $OUT/bwd_intra.json;
@@ -64,6 +66,11 @@ if [ "${TL_S:-0}" -gt 0 ]; then
   OUT=$OUT/tl timeout "$TL_S" python3 benchmarks/gpu_tilelang_check.py --shapes "${TL_SHAPES:-S1}" \
     --budget-s $(( TL_S - 30 )) >> "$LOG" 2>&1
   echo "tilelang check: rc $?" | tee -a "$LOG"
+fi
+if [ "${TMS_S:-0}" -gt 0 ]; then
+  mkdir -p "$OUT/tms"
+  OUT=$OUT/tms timeout "$TMS_S" python3 benchmarks/gpu_tm_solver.py >> "$LOG" 2>&1
+  echo "tm solver: rc $?" | tee -a "$LOG"
 fi
 if [ "${SEG_S:-0}" -gt 0 ]; then
   mkdir -p "$OUT/seg"

@@ -69,6 +69,9 @@ CONFIGS = [
     # Delta from the stored chunk inverse (W and U never stored), plain and with the fused output
     TritonParams(BT=16, BK=16, BV=16, delta="tm", fuse_o=False),
     TritonParams(BT=32, BK=32, BV=16, fuse_o=True, delta="tm", warps_bwd=2),
+    # the chunk inverse from its four blocks (tm_solver: blocks)
+    TritonParams(BT=16, BK=16, BV=16, delta="tm", fuse_o=False, tm_solver="blocks"),
+    TritonParams(BT=32, BK=32, BV=16, fuse_o=True, delta="tm", tm_solver="blocks"),
 ]
 
 FWD_PROBLEMS = {
@@ -92,7 +95,7 @@ def test_forward_bf16() -> None:
     _check(problem, TritonParams(BT=16, BK=32, BV=32), seed=3, grads=False, tol=2e-2)
 
 
-@pytest.mark.parametrize("cfg", [0, 1, 3, 5])
+@pytest.mark.parametrize("cfg", [0, 1, 3, 5, 7])
 def test_backward_configs(cfg: int) -> None:
     problem = Problem(B=2, T=37, H=2, K=16, V=24, dtype="float32", initial_state=True, final_state=True,
                       training=True, device=DEVICE)
@@ -759,3 +762,84 @@ def test_bwd_states_is_a_training_tunable() -> None:
     assert TritonParams.from_config(backend.resolve_config(train, {"bwd_states": "pairs"})).bwd_states == "pairs"
     old = {k: v for k, v in cfg.items() if k != "bwd_states"}
     assert TritonParams.from_config(backend.resolve_config(train, old)).bwd_states == "every"
+
+
+TM_CASES = {
+    # gate, a ragged last chunk, K tiles of 16 over K = 40
+    "gated-ragged": (Problem(B=2, T=45, H=2, K=40, V=16, dtype="float32", device=DEVICE), 16),
+    # varlen without gate, BT 32 (one-chunk and one-token sequences)
+    "varlen-nogate": (Problem(B=1, T=70, H=1, K=16, V=16, dtype="float32", gate=False, num_seqs=4,
+                              device=DEVICE), 32),
+}
+
+
+def _chunk_inverse_f64(inputs: dict, BT: int) -> torch.Tensor:
+    """(I + A)^-1 of every chunk in float64 from its definition (EDA_MATH.md), erase-first order:
+    rows and columns [0, BT) the erase rows of the chunk's tokens, [BT, 2BT) the write rows."""
+    up = upcast(inputs)
+    k, e, g, beta, gamma = up["k"], up["e"], up["g"], up["beta"], up["gamma"]
+    B, T, H, _ = k.shape
+    cu = inputs["cu_seqlens"]
+    bounds = cu.tolist() if cu is not None else None
+    seqs = [(b, 0, T) for b in range(B)] if bounds is None else \
+        [(0, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+    out = []
+    for h in range(H):
+        for b, start, end in seqs:
+            for c in range(start, end, BT):
+                t = torch.arange(c, min(c + BT, end))
+                n = len(t)
+                kap = torch.zeros(2 * BT, k.shape[-1], dtype=torch.float64)
+                kap[:n], kap[BT:BT + n] = e[b, t, h], k[b, t, h]
+                strength = torch.zeros(2 * BT, dtype=torch.float64)
+                strength[:n], strength[BT:BT + n] = gamma[b, t, h], beta[b, t, h]
+                G = torch.zeros(2 * BT, dtype=torch.float64)
+                if g is not None:
+                    G[:n] = torch.cumsum(g[b, t, h], 0)
+                    G[BT:BT + n] = G[:n]
+                tok = torch.arange(2 * BT) % BT
+                pos = 2 * tok + (torch.arange(2 * BT) >= BT).long()
+                before = pos[:, None] > pos[None, :]
+                A = torch.where(before, strength[:, None] * (kap @ kap.T) * torch.exp(G[:, None] - G[None, :]), 0.)
+                out.append(torch.linalg.inv(torch.eye(2 * BT, dtype=torch.float64) + A))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("case", list(TM_CASES))
+@pytest.mark.parametrize("solver", ["doubling", "blocks"])
+def test_tm_solver_gives_the_chunk_inverse(case: str, solver: str) -> None:
+    """Both ways of inverting I + A in the forward's chunk kernel store the float64 inverse of
+    every chunk (the tensor itself, not only what the state kernel makes of it)."""
+    from kernel_variants.triton.chunk import chunk_eda_fwd
+
+    problem, BT = TM_CASES[case]
+    inputs = make_inputs(problem, seed=21, device=DEVICE)
+    K = problem.K
+    cache: dict[str, torch.Tensor] = {}
+    chunk_eda_fwd(inputs["q"], inputs["k"], inputs["v"], inputs["e"], inputs["g"], inputs["beta"],
+                  inputs["gamma"], K ** -0.5, None, False, inputs["cu_seqlens"],
+                  tuple(inputs["cu_seqlens"].tolist()) if inputs["cu_seqlens"] is not None else None,
+                  TritonParams(BT=BT, BK=16, BV=16, tm_solver=solver), tm_cache=cache)
+    tm = cache["tm"]
+    want = _chunk_inverse_f64(inputs, BT)
+    # [B, H, NC, NR, NR]: chunks of every sequence in order, per head (varlen: B = 1)
+    got = tm.permute(1, 0, 2, 3, 4).reshape(-1, 2 * BT, 2 * BT)
+    assert got.shape == want.shape
+    # the interpreter's float32 dots are exact to rounding; a GPU's tf32 dots keep 10 bits
+    assert rel_error(got, want) < (1e-5 if DEVICE == "cpu" else 3e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("solver", ["doubling", "blocks"])
+def test_gpu_bf16_tm_solver(solver: str) -> None:
+    """Both solvers at K = V = 128 in bf16, forward and every gradient (the backward reads the
+    forward's chunk inverse)."""
+    problem = Problem(B=2, T=300, H=4, K=128, V=128, dtype="bfloat16", initial_state=True,
+                      final_state=True, training=True, device="cuda")
+    _check(problem, TritonParams(tm_solver=solver, bk_grad=128), seed=31, grads=True, tol=2e-2)
+
+
+def test_tm_solver_rejects_unknown() -> None:
+    with pytest.raises(ValueError, match="tm_solver"):
+        TritonParams(tm_solver="lu")

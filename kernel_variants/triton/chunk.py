@@ -124,10 +124,16 @@ class TritonParams:
     # per-chunk gradient kernel rebuilding the other chunk's across its neighbour (half the memory
     # of h and dS, W kept until then; ``eda_bwd_gradk_kernel``)
     bwd_states: str = "every"
+    # how the forward's chunk kernel (``delta: tm``) inverts I + A: "doubling" (the nilpotent
+    # product on the whole 2BT x 2BT block) or "blocks" (its four BT x BT blocks and a Schur
+    # complement, about a quarter of the multiply-adds; ``chunk_fwd._tm_blocks``). Not searched:
+    # the same inverse, so the faster one is the default
+    tm_solver: str = "doubling"
 
     def __post_init__(self) -> None:
         for name, known in (("dh_dots", tuple(DH_DOTS)), ("wu_dots", ("input", "tf32")),
-                            ("bwd_tm", BWD_TM), ("bwd_states", ("every", "pairs"))):
+                            ("bwd_tm", BWD_TM), ("bwd_states", ("every", "pairs")),
+                            ("tm_solver", ("doubling", "blocks"))):
             if getattr(self, name) not in known:
                 raise ValueError(f"{name} must be one of {known}, got {getattr(self, name)!r}")
 
@@ -327,7 +333,8 @@ def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
             eda_fwd_tm_kernel[(NCT, B * H)](
                 k, e, g_, beta, gamma, tm, cu_seqlens, ci, T, NCT, H=H, K=K, BT=BT, BK=BK,
                 LOG2N=int(math.log2(NR)), USE_G=use_g, IS_VARLEN=varlen, PREC=p.precision,
-                DT=_dot_dtype(q.dtype), num_warps=p.num_warps, num_stages=ns)
+                DT=_dot_dtype(q.dtype), BLOCKS=p.tm_solver == "blocks", num_warps=p.num_warps,
+                num_stages=ns)
             return
         eda_fwd_wu_kernel[(NCT, B * H)](
             k, e, v, g_, beta, gamma, w, u, cu_seqlens, ci, T, NCT,

@@ -343,34 +343,6 @@ def _grad_chunk(
 
 
 @triton.jit
-def _pair_neighbour(q, k, e, g, scale, j, bos, L, i_h, o_r, o_t, o_k, m_k, H: tl.constexpr, K: tl.constexpr,
-                    BT: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr, QDT: tl.constexpr):
-    """What rebuilds a state (or state gradient) across chunk ``j`` on the K tile ``o_k``
-    (``bwd_states: pairs``): Kd [NR, BK] (DT, the decay to the chunk's end applied, as the states
-    recompute rounds it), Qg [BT, BK] (QDT, as the dS scan) and the chunk decay."""
-    ev = (o_r % 2) == 0
-    t_r = j * BT + o_r // 2
-    m_r = t_r < L
-    tok = bos + t_r
-    m_t = (j * BT + o_t) < L
-    tokq = bos + j * BT + o_t
-    b_kap = _load_kappa(k, e, tok, i_h, ev, m_r, o_k, m_k, H, K).to(tl.float32)
-    b_q = tl.load(q + (tokq * H + i_h)[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :],
-                  other=0.).to(tl.float32)
-    if USE_G:
-        b_G, b_gl = _row_decay(g, tok, i_h, ev, m_r, H)
-        b_gq = tl.cumsum(tl.load(g + tokq * H + i_h, mask=m_t, other=0.).to(tl.float32), axis=0)
-        b_kd = (b_kap * tl.exp(b_gl - b_G)[:, None]).to(DT)
-        b_qg = (b_q * (tl.exp(b_gq) * scale)[:, None]).to(QDT)
-        b_dec = tl.exp(b_gl)
-    else:
-        b_kd = b_kap.to(DT)
-        b_qg = (b_q * scale).to(QDT)
-        b_dec = 1.
-    return b_kd, b_qg, b_dec
-
-
-@triton.jit
 def eda_bwd_gradk_kernel(
     h, dh, vn, du, do, dw, dqg, daqk, dkd, ddec, cu_seqlens, chunk_indices, T, NCT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
@@ -415,8 +387,11 @@ def eda_bwd_gradk_kernel(
         rebuild_dS = (i_t % 2 == 0) & (i_t < tl.cdiv(L, BT) - 1)
         j = tl.where(odd, i_t - 1, i_t + 1)        # the neighbour across which the rebuild runs
         sn = sc + j - i_t
-        b_kdn, b_qgn, b_decn = _pair_neighbour(q, k, e, g, scale, j, bos, L, i_h, o_r, o_t, o_k, m_k, H, K, BT,
-                                               USE_G, DT, QDT)
+        # the rebuild's Kd (the decay to the chunk's end applied and rounded, as the states
+        # recompute) and Qg (float32, then QDT as the dS scan); its Aqk is not used
+        b_kdn, b_qgn, _, b_decn, _ = _bwd_operands(q, k, e, g, scale, j, bos, L, i_h, o_r, o_t, o_k, m_k, H, K,
+                                                   BT, USE_G, DT, PREC, 2)
+        b_qgn = b_qgn.to(QDT)
         # (the last chunk's neighbour does not exist: nothing of it is read)
         m_wn = (o_r < tl.where(rebuild_dS, NR, 0))[:, None] & m_k[None, :]
         b_wn = tl.load(w + (sn * NR + o_r)[:, None] * K + o_k[None, :], mask=m_wn, other=0.).to(DT)

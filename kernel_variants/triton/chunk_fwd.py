@@ -287,10 +287,72 @@ def eda_fwd_h_kernel(
 
 
 @triton.jit
+def _tm_blocks(k, e, g, beta, gamma, tm, i_h, i_t, bos, L, sc, H: tl.constexpr, K: tl.constexpr,
+               BT: tl.constexpr, BK: tl.constexpr, LOG2BT: tl.constexpr, USE_G: tl.constexpr,
+               PREC: tl.constexpr, DT: tl.constexpr):
+    """Tm of one chunk from its BT x BT blocks in the erase-first order. Every block of A is lower
+    triangular (row r's token at or after column s's): A_EE, A_EK, A_KK strictly (an erase row
+    follows the write of an earlier token only), A_KE with its diagonal (a token's erase row comes
+    before its write row). With E = I + A_EE and the Schur complement
+    S = I + A_KK - A_KE E^-1 A_EK (unit lower: A_EK is strictly lower), both inverted by the
+    nilpotent product of ``_unit_lower_inverse`` on BT x BT:
+
+        Tm = [[E^-1 + Y X, -Y S^-1], [-X, S^-1]],  X = S^-1 A_KE E^-1,  Y = E^-1 A_EK."""
+    NR: tl.constexpr = 2 * BT
+    o_t = tl.arange(0, BT)
+    m_t = (i_t * BT + o_t) < L
+    tok = bos + i_t * BT + o_t
+    b_gam = tl.load(gamma + tok * H + i_h, mask=m_t, other=0.).to(tl.float32)
+    b_bet = tl.load(beta + tok * H + i_h, mask=m_t, other=0.).to(tl.float32)
+    b_ee = tl.zeros([BT, BT], dtype=tl.float32)
+    b_ek = tl.zeros([BT, BT], dtype=tl.float32)
+    b_ke = tl.zeros([BT, BT], dtype=tl.float32)
+    b_kk = tl.zeros([BT, BT], dtype=tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_tk = m_t[:, None] & (o_k < K)[None, :]
+        p = (tok * H + i_h)[:, None] * K + o_k[None, :]
+        b_e = tl.load(e + p, mask=m_tk, other=0.).to(DT)
+        b_k = tl.load(k + p, mask=m_tk, other=0.).to(DT)
+        b_ee += tl.dot(b_e, tl.trans(b_e), input_precision=PREC)
+        b_ek += tl.dot(b_e, tl.trans(b_k), input_precision=PREC)
+        b_ke += tl.dot(b_k, tl.trans(b_e), input_precision=PREC)
+        b_kk += tl.dot(b_k, tl.trans(b_k), input_precision=PREC)
+    m_s = o_t[:, None] > o_t[None, :]
+    m_l = o_t[:, None] >= o_t[None, :]
+    if USE_G:
+        b_G = tl.cumsum(tl.load(g + tok * H + i_h, mask=m_t, other=0.).to(tl.float32), axis=0)
+        b_dec = tl.exp(tl.where(m_l, b_G[:, None] - b_G[None, :], 0.))
+        b_ee = b_ee * b_dec
+        b_ek = b_ek * b_dec
+        b_ke = b_ke * b_dec
+        b_kk = b_kk * b_dec
+    b_ee = tl.where(m_s, b_ee * b_gam[:, None], 0.)
+    b_ek = tl.where(m_s, b_ek * b_gam[:, None], 0.)
+    b_ke = tl.where(m_l, b_ke * b_bet[:, None], 0.)
+    b_kk = tl.where(m_s, b_kk * b_bet[:, None], 0.)
+    b_Ei = _unit_lower_inverse(b_ee, o_t, LOG2BT, PREC)
+    b_W = tl.dot(b_ke, b_Ei, input_precision=PREC)
+    b_Sc = tl.where(m_s, b_kk - tl.dot(b_W, b_ek, input_precision=PREC), 0.)
+    b_Si = _unit_lower_inverse(b_Sc, o_t, LOG2BT, PREC)
+    b_X = tl.dot(b_Si, b_W, input_precision=PREC)
+    b_Y = tl.dot(b_Ei, b_ek, input_precision=PREC)
+    b_tek = -tl.dot(b_Y, b_Si, input_precision=PREC)
+    b_tee = b_Ei + tl.dot(b_Y, b_X, input_precision=PREC)
+    p_tm = tm + (sc * NR + o_t)[:, None] * NR + o_t[None, :]
+    dt = tm.dtype.element_ty
+    tl.store(p_tm, b_tee.to(dt))
+    tl.store(p_tm + BT, b_tek.to(dt))
+    tl.store(p_tm + BT * NR, (-b_X).to(dt))
+    tl.store(p_tm + BT * NR + BT, b_Si.to(dt))
+
+
+@triton.jit
 def eda_fwd_tm_kernel(
     k, e, g, beta, gamma, tm, cu_seqlens, chunk_indices, T, NCT,
     H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, LOG2N: tl.constexpr,
     USE_G: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr, DT: tl.constexpr,
+    BLOCKS: tl.constexpr = False,
 ):
     """The chunk inverse Tm = (I + A)^-1 in the erase-first row order (config ``delta: tm``).
 
@@ -300,44 +362,51 @@ def eda_fwd_tm_kernel(
     (token t_s < t_r, or the same token's erase row before its write row) is no longer triangular
     but still nilpotent, so (I + A)^-1 = prod_i (I + (-A)^(2^i)), LOG2N = log2(2BT) factors.
     Tm [.., 2BT, 2BT] is stored whole (zeros included) with contiguous rows; the state kernel
-    ``eda_fwd_h2_kernel`` reads it in four BT x BT blocks."""
+    ``eda_fwd_h2_kernel`` reads it in four BT x BT blocks.
+
+    BLOCKS (config ``tm_solver: blocks``): the same inverse from its four BT x BT blocks
+    (``_tm_blocks``), about a quarter of the product's multiply-adds."""
     i_tg, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_t, bos, L = _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
     sc = i_bh.to(tl.int64) * NCT + i_tg
     NR: tl.constexpr = 2 * BT
-    o_r = tl.arange(0, NR)
-    wr = o_r >= BT                      # write rows
-    t_r = o_r % BT                      # token of the row inside the chunk
-    m_r = (i_t * BT + t_r) < L
-    tok = bos + i_t * BT + t_r
-    b_b = tl.where(wr, tl.load(beta + tok * H + i_h, mask=m_r, other=0.),
-                   tl.load(gamma + tok * H + i_h, mask=m_r, other=0.)).to(tl.float32)
-    b_A = tl.zeros([NR, NR], dtype=tl.float32)
-    for i_k in range(tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        m_k = o_k < K
-        p = (tok * H + i_h)[:, None] * K + o_k[None, :]
-        b_kap = (tl.load(e + p, mask=(m_r & (~wr))[:, None] & m_k[None, :], other=0.)
-                 + tl.load(k + p, mask=(m_r & wr)[:, None] & m_k[None, :], other=0.)).to(DT)
-        b_A += tl.dot(b_kap, tl.trans(b_kap), input_precision=PREC)
-    # row r after row s: position 2 t + (1 if write row) in the interleaved order
-    pos = 2 * t_r + wr.to(tl.int32)
-    m_A = pos[:, None] > pos[None, :]
-    if USE_G:
-        # g of the row's token in both halves: the cumsum over 2BT rows is G_t in the first half
-        # and G_t plus the chunk's total in the second
-        b_g = tl.load(g + tok * H + i_h, mask=m_r, other=0.).to(tl.float32)
-        b_G = tl.cumsum(b_g, axis=0)
-        b_G = b_G - tl.where(wr, tl.sum(tl.where(wr, 0., b_g), axis=0), 0.)
-        b_A = b_A * tl.exp(tl.where(m_A, b_G[:, None] - b_G[None, :], 0.))
-    b_A = tl.where(m_A, b_A * b_b[:, None], 0.)
-    b_P = -b_A
-    b_R = tl.where(o_r[:, None] == o_r[None, :], 1., 0.) + b_P
-    for _ in tl.static_range(LOG2N - 1):
-        b_P = tl.dot(b_P, b_P, input_precision=PREC)
-        b_R = b_R + tl.dot(b_R, b_P, input_precision=PREC)
-    tl.store(tm + (sc * NR + o_r)[:, None] * NR + o_r[None, :], b_R.to(tm.dtype.element_ty))
+    if BLOCKS:
+        _tm_blocks(k, e, g, beta, gamma, tm, i_h, i_t, bos, L, sc, H, K, BT, BK, LOG2N - 1, USE_G,
+                   PREC, DT)
+    else:
+        o_r = tl.arange(0, NR)
+        wr = o_r >= BT                      # write rows
+        t_r = o_r % BT                      # token of the row inside the chunk
+        m_r = (i_t * BT + t_r) < L
+        tok = bos + i_t * BT + t_r
+        b_b = tl.where(wr, tl.load(beta + tok * H + i_h, mask=m_r, other=0.),
+                       tl.load(gamma + tok * H + i_h, mask=m_r, other=0.)).to(tl.float32)
+        b_A = tl.zeros([NR, NR], dtype=tl.float32)
+        for i_k in range(tl.cdiv(K, BK)):
+            o_k = i_k * BK + tl.arange(0, BK)
+            m_k = o_k < K
+            p = (tok * H + i_h)[:, None] * K + o_k[None, :]
+            b_kap = (tl.load(e + p, mask=(m_r & (~wr))[:, None] & m_k[None, :], other=0.)
+                     + tl.load(k + p, mask=(m_r & wr)[:, None] & m_k[None, :], other=0.)).to(DT)
+            b_A += tl.dot(b_kap, tl.trans(b_kap), input_precision=PREC)
+        # row r after row s: position 2 t + (1 if write row) in the interleaved order
+        pos = 2 * t_r + wr.to(tl.int32)
+        m_A = pos[:, None] > pos[None, :]
+        if USE_G:
+            # g of the row's token in both halves: the cumsum over 2BT rows is G_t in the first half
+            # and G_t plus the chunk's total in the second
+            b_g = tl.load(g + tok * H + i_h, mask=m_r, other=0.).to(tl.float32)
+            b_G = tl.cumsum(b_g, axis=0)
+            b_G = b_G - tl.where(wr, tl.sum(tl.where(wr, 0., b_g), axis=0), 0.)
+            b_A = b_A * tl.exp(tl.where(m_A, b_G[:, None] - b_G[None, :], 0.))
+        b_A = tl.where(m_A, b_A * b_b[:, None], 0.)
+        b_P = -b_A
+        b_R = tl.where(o_r[:, None] == o_r[None, :], 1., 0.) + b_P
+        for _ in tl.static_range(LOG2N - 1):
+            b_P = tl.dot(b_P, b_P, input_precision=PREC)
+            b_R = b_R + tl.dot(b_R, b_P, input_precision=PREC)
+        tl.store(tm + (sc * NR + o_r)[:, None] * NR + o_r[None, :], b_R.to(tm.dtype.element_ty))
 
 
 @triton.jit
