@@ -66,10 +66,11 @@ CONFIGS = [
     TritonParams(BT=32, BK=32, BV=16, delta="wu", fuse_o=True, num_warps=4),
     TritonParams(BT=16, BK=32, BV=32, delta="wu", fuse_o=True, precision="ieee", num_warps=4),
     TritonParams(BT=64, BK=16, BV=32, delta="wu", fuse_o=False, num_warps=4, bwd_rec="fused"),
-    # Delta from the stored chunk inverse (W and U never stored), plain and with the fused output
-    TritonParams(BT=16, BK=16, BV=16, delta="tm", fuse_o=False),
-    TritonParams(BT=32, BK=32, BV=16, fuse_o=True, delta="tm", warps_bwd=2),
-    # the chunk inverse from its four blocks (tm_solver: blocks)
+    # Delta from the stored chunk inverse (W and U never stored), plain and with the fused output,
+    # the inverse by the doubling product (tm_solver: doubling)
+    TritonParams(BT=16, BK=16, BV=16, delta="tm", fuse_o=False, tm_solver="doubling"),
+    TritonParams(BT=32, BK=32, BV=16, fuse_o=True, delta="tm", warps_bwd=2, tm_solver="doubling"),
+    # the chunk inverse from its four blocks (tm_solver: blocks, the default)
     TritonParams(BT=16, BK=16, BV=16, delta="tm", fuse_o=False, tm_solver="blocks"),
     TritonParams(BT=32, BK=32, BV=16, fuse_o=True, delta="tm", tm_solver="blocks"),
 ]

@@ -124,11 +124,12 @@ class TritonParams:
     # per-chunk gradient kernel rebuilding the other chunk's across its neighbour (half the memory
     # of h and dS, W kept until then; ``eda_bwd_gradk_kernel``)
     bwd_states: str = "every"
-    # how the forward's chunk kernel (``delta: tm``) inverts I + A: "doubling" (the nilpotent
-    # product on the whole 2BT x 2BT block) or "blocks" (its four BT x BT blocks and a Schur
-    # complement, about a quarter of the multiply-adds; ``chunk_fwd._tm_blocks``). Not searched:
-    # the same inverse, so the faster one is the default
-    tm_solver: str = "doubling"
+    # how the forward's chunk kernel (``delta: tm``) inverts I + A: "blocks" (the default: its
+    # four BT x BT blocks and a Schur complement, about a quarter of the multiply-adds;
+    # ``chunk_fwd._tm_blocks``) or "doubling" (the nilpotent product on the whole 2BT x 2BT block,
+    # before run 62). Not searched: the same inverse, and "blocks" was faster at every shape (H200
+    # run 62: the kernel 0.264 -> 0.184 ms at S1, the forward 1.159 -> 1.080; errors the same)
+    tm_solver: str = "blocks"
 
     def __post_init__(self) -> None:
         for name, known in (("dh_dots", tuple(DH_DOTS)), ("wu_dots", ("input", "tf32")),
