@@ -63,7 +63,7 @@ class TritonParams:
     BT: int = 16
     BK: int = 64
     BV: int = 64
-    num_warps: int = 2
+    num_warps: int = 1
     num_stages: int = 2
     warps_h: int = 4
     precision: str = "tf32"
