@@ -8,7 +8,8 @@ inputs; then times, per shape of EDA_TMS_SHAPES (default S1-S5), the chunk-inver
 (``chunk_eda_fwd(stages=1)``, num_warps 2 and 4) and the whole forward at the shape's default config
 (``segments`` as the backend picks them), the two solvers alternating twice; fla's
 gated_delta_product forward at S1-S4 in the same process; forward+backward at EDA_TMS_TRAIN
-(default S1,S4); EDA_TMS_EXTRA: more configs (below); EDA_TMS_CHECKS=0: no checks. JSON in
+(default S1,S4); EDA_TMS_EXTRA: more configs, each checked then timed (below; the solvers'
+checks are then left out); EDA_TMS_CHECKS=0: no checks. JSON in
 $OUT/triton_check.json (gpu_triton_check.py's format); a table last.
 """
 
@@ -57,7 +58,7 @@ def main() -> None:
     train = [s for s in os.environ.get("EDA_TMS_TRAIN", "S1,S4").split(",") if s]
     bf, f32 = torch.bfloat16, torch.float32
     checks = os.environ.get("EDA_TMS_CHECKS", "1") == "1"
-    for solver in SOLVERS if checks else ():
+    for solver in SOLVERS if checks and not os.environ.get("EDA_TMS_EXTRA") else ():
         p = TritonParams(tm_solver=solver, bk_grad=128)
         g.guarded(g.check, f"bf16-H16-{solver}", 1, 300, 16, 128, 128, bf, p=p, fla=True)
         g.guarded(g.check, f"bf16-nogate-{solver}", 1, 200, 4, 100, 72, bf, p=p, gate=False)
@@ -78,10 +79,15 @@ def main() -> None:
             g.guarded(g.time_fla, s, "fla_gdp", "fwd")
     # EDA_TMS_EXTRA="S5:num_warps=2 S1:num_warps=1": the Tm kernel and the forward at one shape's
     # default config with these fields changed (tm_solver blocks unless named)
+    checked: set[str] = set()
     for item in os.environ.get("EDA_TMS_EXTRA", "").split():
         s, _, kv = item.partition(":")
-        over = {k: type(getattr(TritonParams, k))(v) for k, v in (f.split("=") for f in kv.split(",") if f)}
+        over = {k: (v in ("1", "true", "True")) if isinstance(getattr(TritonParams, k), bool)
+                else type(getattr(TritonParams, k))(v) for k, v in (f.split("=") for f in kv.split(",") if f)}
         p = dataclasses.replace(shape_params(s), **over)
+        if checks and kv not in checked:  # the changed fields checked first (bf16, gate, h0 and final state)
+            checked.add(kv)
+            g.guarded(g.check, f"extra-{kv}", 1, 300, 4, 128, 128, bf, p=TritonParams(**over), grads=False)
         g.guarded(time_tm, s, p)
         g.guarded(g.time_ours, s, p, tag=f"extra-{kv}")
     for s in train:

@@ -73,6 +73,9 @@ CONFIGS = [
     # the chunk inverse from its four blocks (tm_solver: blocks, the default)
     TritonParams(BT=16, BK=16, BV=16, delta="tm", fuse_o=False, tm_solver="blocks"),
     TritonParams(BT=32, BK=32, BV=16, fuse_o=True, delta="tm", tm_solver="blocks"),
+    # the state kernel loading the next chunk's inputs ahead (h_prefetch), with and without the output
+    TritonParams(BT=16, BK=16, BV=16, fuse_o=True, h_prefetch=True),
+    TritonParams(BT=32, BK=32, BV=16, fuse_o=False, h_prefetch=True),
 ]
 
 FWD_PROBLEMS = {
@@ -96,7 +99,7 @@ def test_forward_bf16() -> None:
     _check(problem, TritonParams(BT=16, BK=32, BV=32), seed=3, grads=False, tol=2e-2)
 
 
-@pytest.mark.parametrize("cfg", [0, 1, 3, 5, 7])
+@pytest.mark.parametrize("cfg", [0, 1, 3, 5, 7, 8])
 def test_backward_configs(cfg: int) -> None:
     problem = Problem(B=2, T=37, H=2, K=16, V=24, dtype="float32", initial_state=True, final_state=True,
                       training=True, device=DEVICE)

@@ -130,6 +130,9 @@ class TritonParams:
     # before run 62). Not searched: the same inverse, and "blocks" was faster at every shape (H200
     # run 62: the kernel 0.264 -> 0.184 ms at S1, the forward 1.159 -> 1.080; errors the same)
     tm_solver: str = "blocks"
+    # the forward's state kernel (``delta: tm``) loads the next chunk's inputs before this chunk's
+    # products (``eda_fwd_h2_kernel`` PREFETCH). Not searched: an experiment (benchmarks/gpu_tm_solver.py)
+    h_prefetch: bool = False
 
     def __post_init__(self) -> None:
         for name, known in (("dh_dots", tuple(DH_DOTS)), ("wu_dots", ("input", "tf32")),
@@ -364,7 +367,7 @@ def chunk_eda_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Te
         h0_, ht_ = h0 if h0 is not None else dummy, ht if ht is not None else dummy
         if use_tm:
             eda_fwd_h2_kernel[grid](q, k, e, v, g_, beta, gamma, tm, h, vn, h0_, ht_, o_, scale,
-                                    cu_seqlens, co, T, NCT, VR=VR, **common)
+                                    cu_seqlens, co, T, NCT, VR=VR, PREFETCH=p.h_prefetch, **common)
         else:
             eda_fwd_h_kernel[grid](q, k, e, g_, w, u, dummy, dummy, h, vn, h0_, ht_, o_, scale,
                                    cu_seqlens, co, T, NCT, USE_KD=False, **common)

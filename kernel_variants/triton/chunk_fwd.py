@@ -410,12 +410,55 @@ def eda_fwd_tm_kernel(
 
 
 @triton.jit
+def _h2_loads(q, k, e, v, g, beta, gamma, tm, i_t, L, bos, i_h, sc0, o_t, o_k, m_k, o_v, H: tl.constexpr,
+              K: tl.constexpr, VR: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, USE_G: tl.constexpr,
+              FUSE_O: tl.constexpr, DT: tl.constexpr, PAST: tl.constexpr):
+    """The inputs of chunk ``i_t`` for ``eda_fwd_h2_kernel``: e, k [BT, BK] (DT), gamma, beta [BT],
+    the values [BT, BV] (float32; v has VR columns, the state's columns from VR on carry zero values,
+    segmented.py's [v | 0]), the four BT x BT blocks of Tm (DT), g [BT] (raw, float32; zeros without
+    a gate) and q [BT, BK] (DT; zeros without FUSE_O). PAST: ``i_t`` may be past the sequence's
+    last chunk (the prefetch after it), which then loads zeros (Tm's loads masked too)."""
+    NR: tl.constexpr = 2 * BT
+    m_t = (i_t * BT + o_t) < L
+    tok = bos + i_t * BT + o_t
+    p_tk = (tok * H + i_h)[:, None] * K + o_k[None, :]
+    m_tk = m_t[:, None] & m_k[None, :]
+    b_e = tl.load(e + p_tk, mask=m_tk, other=0.).to(DT)
+    b_k = tl.load(k + p_tk, mask=m_tk, other=0.).to(DT)
+    b_gam = tl.load(gamma + tok * H + i_h, mask=m_t, other=0.).to(tl.float32)
+    b_bet = tl.load(beta + tok * H + i_h, mask=m_t, other=0.).to(tl.float32)
+    b_nu = tl.load(v + (tok * H + i_h)[:, None] * VR + o_v[None, :], mask=m_t[:, None] & (o_v < VR)[None, :],
+                   other=0.).to(tl.float32)
+    p_tm = tm + (sc0 + i_t) * NR * NR + o_t[:, None] * NR + o_t[None, :]
+    if PAST:
+        m_c = ((i_t * BT + 0 * o_t) < L)[:, None] & (o_t[None, :] >= 0)
+        b_tee = tl.load(p_tm, mask=m_c, other=0.).to(DT)
+        b_tek = tl.load(p_tm + BT, mask=m_c, other=0.).to(DT)
+        b_tke = tl.load(p_tm + BT * NR, mask=m_c, other=0.).to(DT)
+        b_tkk = tl.load(p_tm + BT * NR + BT, mask=m_c, other=0.).to(DT)
+    else:
+        b_tee = tl.load(p_tm).to(DT)
+        b_tek = tl.load(p_tm + BT).to(DT)
+        b_tke = tl.load(p_tm + BT * NR).to(DT)
+        b_tkk = tl.load(p_tm + BT * NR + BT).to(DT)
+    if USE_G:
+        b_g = tl.load(g + tok * H + i_h, mask=m_t, other=0.).to(tl.float32)
+    else:
+        b_g = tl.zeros([BT], dtype=tl.float32)
+    if FUSE_O:
+        b_q = tl.load(q + p_tk, mask=m_tk, other=0.).to(DT)
+    else:
+        b_q = tl.zeros([BT, BK], dtype=DT)
+    return b_e, b_k, b_gam, b_bet, b_nu, b_tee, b_tek, b_tke, b_tkk, b_g, b_q
+
+
+@triton.jit
 def eda_fwd_h2_kernel(
     q, k, e, v, g, beta, gamma, tm, h, vn, h0, ht, o, scale, cu_seqlens, chunk_offsets, T, NCT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, USE_G: tl.constexpr, STORE_H: tl.constexpr, STORE_VN: tl.constexpr,
     FUSE_O: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, DT: tl.constexpr, VR: tl.constexpr,
+    PREC: tl.constexpr, DT: tl.constexpr, VR: tl.constexpr, PREFETCH: tl.constexpr = False,
 ):
     """The state recurrence on the chunk inverse (config ``delta: tm``): one (sequence, head,
     V tile), S [K, BV] in registers. The chunk's rows are taken as two blocks of BT rows, the
@@ -428,7 +471,10 @@ def eda_fwd_h2_kernel(
 
     Stores the state entering each chunk (``h``) and Delta in the interleaved row order of the
     output kernel (``vn``), or with FUSE_O the output itself: O = (Q e^G) S + sum over the two
-    blocks of (Q kappa^T * e^(G_i - G_j) * [j <= i]) Delta."""
+    blocks of (Q kappa^T * e^(G_i - G_j) * [j <= i]) Delta.
+
+    PREFETCH (config ``h_prefetch``): the next chunk's inputs are loaded at the top of each step,
+    before this chunk's products, and carried to the next step (``_h2_loads``)."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, L, sc0 = _seq_coords(i_n, i_h, i_nh, T, NCT, cu_seqlens, chunk_offsets, IS_VARLEN)
@@ -446,31 +492,31 @@ def eda_fwd_h2_kernel(
     b_S = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_H0:
         b_S += tl.load(h0 + i_nh * K * V + p_kv, mask=m_kv, other=0.).to(tl.float32)
+    if PREFETCH:
+        n_e, n_k, n_gam, n_bet, n_nu, n_tee, n_tek, n_tke, n_tkk, n_g, n_q = _h2_loads(
+            q, k, e, v, g, beta, gamma, tm, 0, L, bos, i_h, sc0, o_t, o_k, m_k, o_v, H, K, VR, BT, BK, USE_G,
+            FUSE_O, DT, True)
     for i_t in range(NT):
         sc = sc0 + i_t
         if STORE_H:
             tl.store(h + sc * K * V + p_kv, b_S.to(h.dtype.element_ty), mask=m_kv)
         m_t = (i_t * BT + o_t) < L
         tok = bos + i_t * BT + o_t
-        p_tk = (tok * H + i_h)[:, None] * K + o_k[None, :]
-        m_tk = m_t[:, None] & m_k[None, :]
-        b_e = tl.load(e + p_tk, mask=m_tk, other=0.).to(DT)
-        b_k = tl.load(k + p_tk, mask=m_tk, other=0.).to(DT)
-        b_gam = tl.load(gamma + tok * H + i_h, mask=m_t, other=0.).to(tl.float32)
-        b_bet = tl.load(beta + tok * H + i_h, mask=m_t, other=0.).to(tl.float32)
-        # v has VR columns; state columns from VR to V carry zero values (segmented.py: [v | 0])
-        b_nu = tl.load(v + (tok * H + i_h)[:, None] * VR + o_v[None, :], mask=m_t[:, None] & (o_v < VR)[None, :],
-                       other=0.).to(tl.float32)
-        p_tm = tm + sc * NR * NR + o_t[:, None] * NR + o_t[None, :]
-        b_tee = tl.load(p_tm).to(DT)
-        b_tek = tl.load(p_tm + BT).to(DT)
-        b_tke = tl.load(p_tm + BT * NR).to(DT)
-        b_tkk = tl.load(p_tm + BT * NR + BT).to(DT)
+        if PREFETCH:
+            b_e, b_k, b_gam, b_bet, b_nu = n_e, n_k, n_gam, n_bet, n_nu
+            b_tee, b_tek, b_tke, b_tkk, b_graw, b_q = n_tee, n_tek, n_tke, n_tkk, n_g, n_q
+            n_e, n_k, n_gam, n_bet, n_nu, n_tee, n_tek, n_tke, n_tkk, n_g, n_q = _h2_loads(
+                q, k, e, v, g, beta, gamma, tm, i_t + 1, L, bos, i_h, sc0, o_t, o_k, m_k, o_v, H, K, VR, BT,
+                BK, USE_G, FUSE_O, DT, True)
+        else:
+            b_e, b_k, b_gam, b_bet, b_nu, b_tee, b_tek, b_tke, b_tkk, b_graw, b_q = _h2_loads(
+                q, k, e, v, g, beta, gamma, tm, i_t, L, bos, i_h, sc0, o_t, o_k, m_k, o_v, H, K, VR, BT,
+                BK, USE_G, FUSE_O, DT, False)
         b_Sd = b_S.to(DT)
         b_es = tl.dot(b_e, b_Sd, input_precision=PREC)
         b_ks = tl.dot(b_k, b_Sd, input_precision=PREC)
         if USE_G:
-            b_G = tl.cumsum(tl.load(g + tok * H + i_h, mask=m_t, other=0.).to(tl.float32), axis=0)
+            b_G = tl.cumsum(b_graw, axis=0)
             b_gl = tl.sum(tl.where(o_t == BT - 1, b_G, 0.), axis=0)
             b_eG = tl.exp(b_G)
             b_xe = -(b_gam * b_eG)[:, None] * b_es
@@ -489,7 +535,6 @@ def eda_fwd_h2_kernel(
         b_de = b_de.to(DT)
         b_dk = b_dk.to(DT)
         if FUSE_O:
-            b_q = tl.load(q + p_tk, mask=m_tk, other=0.).to(DT)
             b_o = tl.dot(b_q, b_Sd, input_precision=PREC)
             b_ae = tl.dot(b_q, tl.trans(b_e), input_precision=PREC)
             b_ak = tl.dot(b_q, tl.trans(b_k), input_precision=PREC)
