@@ -67,13 +67,16 @@ CONFIGS = [
     TritonParams(BT=16, BK=32, BV=32, delta="wu", fuse_o=True, precision="ieee", num_warps=4),
     TritonParams(BT=64, BK=16, BV=32, delta="wu", fuse_o=False, num_warps=4, bwd_rec="fused"),
     # Delta from the stored chunk inverse (W and U never stored), plain and with the fused output,
-    # the inverse by the doubling product (tm_solver: doubling)
-    TritonParams(BT=16, BK=16, BV=16, delta="tm", fuse_o=False, tm_solver="doubling"),
-    TritonParams(BT=32, BK=32, BV=16, fuse_o=True, delta="tm", warps_bwd=2, tm_solver="doubling"),
+    # the inverse by the doubling product (tm_solver: doubling), the state kernel loading each
+    # chunk's inputs in its own step (h_prefetch: false)
+    TritonParams(BT=16, BK=16, BV=16, delta="tm", fuse_o=False, tm_solver="doubling", h_prefetch=False),
+    TritonParams(BT=32, BK=32, BV=16, fuse_o=True, delta="tm", warps_bwd=2, tm_solver="doubling",
+                 h_prefetch=False),
     # the chunk inverse from its four blocks (tm_solver: blocks, the default)
     TritonParams(BT=16, BK=16, BV=16, delta="tm", fuse_o=False, tm_solver="blocks"),
     TritonParams(BT=32, BK=32, BV=16, fuse_o=True, delta="tm", tm_solver="blocks"),
-    # the state kernel loading the next chunk's inputs ahead (h_prefetch), with and without the output
+    # the state kernel loading the next chunk's inputs ahead (h_prefetch, the default), with and
+    # without the output
     TritonParams(BT=16, BK=16, BV=16, fuse_o=True, h_prefetch=True),
     TritonParams(BT=32, BK=32, BV=16, fuse_o=False, h_prefetch=True),
 ]

@@ -130,9 +130,12 @@ class TritonParams:
     # before run 62). Not searched: the same inverse, and "blocks" was faster at every shape (H200
     # run 62: the kernel 0.264 -> 0.184 ms at S1, the forward 1.159 -> 1.080; errors the same)
     tm_solver: str = "blocks"
-    # the forward's state kernel (``delta: tm``) loads the next chunk's inputs before this chunk's
-    # products (``eda_fwd_h2_kernel`` PREFETCH). Not searched: an experiment (benchmarks/gpu_tm_solver.py)
-    h_prefetch: bool = False
+    # the forward's state kernel (``delta: tm``) loads the next chunk's inputs at the top of each
+    # step and carries them (``eda_fwd_h2_kernel`` PREFETCH), so their latency hides behind this
+    # chunk's chain of products. Not searched: faster at every shape timed (H200 run 66, one call:
+    # S1 forward 1.171 -> 0.792 ms, S3 0.918 -> 0.688, S2 2.617 -> 2.024; same errors); False loads
+    # each chunk's inputs in its own step, as before
+    h_prefetch: bool = True
 
     def __post_init__(self) -> None:
         for name, known in (("dh_dots", tuple(DH_DOTS)), ("wu_dots", ("input", "tf32")),

@@ -511,7 +511,7 @@ def eda_fwd_h2_kernel(
         else:
             b_e, b_k, b_gam, b_bet, b_nu, b_tee, b_tek, b_tke, b_tkk, b_graw, b_q = _h2_loads(
                 q, k, e, v, g, beta, gamma, tm, i_t, L, bos, i_h, sc0, o_t, o_k, m_k, o_v, H, K, VR, BT,
-                BK, USE_G, FUSE_O, DT, False)
+                BK, USE_G, False, DT, False)
         b_Sd = b_S.to(DT)
         b_es = tl.dot(b_e, b_Sd, input_precision=PREC)
         b_ks = tl.dot(b_k, b_Sd, input_precision=PREC)
@@ -535,6 +535,9 @@ def eda_fwd_h2_kernel(
         b_de = b_de.to(DT)
         b_dk = b_dk.to(DT)
         if FUSE_O:
+            if not PREFETCH:  # q loaded here, after the chain's products, as before h_prefetch
+                b_q = tl.load(q + (tok * H + i_h)[:, None] * K + o_k[None, :],
+                              mask=m_t[:, None] & m_k[None, :], other=0.).to(DT)
             b_o = tl.dot(b_q, b_Sd, input_precision=PREC)
             b_ae = tl.dot(b_q, tl.trans(b_e), input_precision=PREC)
             b_ak = tl.dot(b_q, tl.trans(b_k), input_precision=PREC)
