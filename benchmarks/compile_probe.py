@@ -4,6 +4,7 @@ Hopper, and what it does to register pressure, on a machine with no GPU.
 
     python3 benchmarks/compile_probe.py            # the backward's kernels at S1 (K = V = 128, BV 64)
     python3 benchmarks/compile_probe.py --shape S5 # at S5's default (K = V = 256, BV 32)
+    python3 benchmarks/compile_probe.py --fwd      # the forward's chunk-inverse and state kernels
 
 Both with fp32 and 16-bit per-chunk scratch; the state kernels (recompute, dS) once.
 """
@@ -70,10 +71,31 @@ def run(scratch, K, BV, BVG, states):
                                              USE_H0=False, STORE_HT=False), f"h (states recompute) BV={BV}")
 
 
+def run_fwd(K, BV):
+    """The forward's two kernels at the default (delta tm, fuse_o): the chunk inverse (both solvers,
+    1 and 2 warps) and the state kernel with and without ``h_prefetch`` (4 warps)."""
+    t = {n: "*bf16" for n in ("q", "k", "e", "v", "tm", "o", "h", "vn")}
+    t.update({"g": "*fp32", "beta": "*fp32", "gamma": "*fp32", "h0": "*fp32", "ht": "*fp32", "scale": "fp32",
+              "cu_seqlens": "*i32", "chunk_indices": "*i32", "chunk_offsets": "*i32", "T": "i32", "NCT": "i32"})
+    common = {"H": 16, "K": K, "BT": 16, "USE_G": True, "IS_VARLEN": False, "PREC": "tf32", "DT": tl.bfloat16}
+    for blocks in (False, True):
+        for warps in (1, 2):
+            probe(cf_.eda_fwd_tm_kernel, t, dict(common, BK=64, LOG2N=5, BLOCKS=blocks),
+                  f"tm blocks={blocks} warps={warps}", num_warps=warps)
+    for pre in (False, True):
+        probe(cf_.eda_fwd_h2_kernel, t, dict(common, V=K, BK=K, BV=BV, STORE_H=False, STORE_VN=False, FUSE_O=True,
+                                             USE_H0=False, STORE_HT=False, VR=K, PREFETCH=pre),
+              f"h2 (fused output) BV={BV} prefetch={pre}")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", choices=["S1", "S5"], default="S1")
+    ap.add_argument("--fwd", action="store_true", help="the forward's kernels instead of the backward's")
     a = ap.parse_args()
     K, BV = (256, 32) if a.shape == "S5" else (128, 64)
+    if a.fwd:
+        run_fwd(K, BV)
+        sys.exit(0)
     for i, scratch in enumerate(("fp32", "half")):
         run(scratch, K, BV, 32, states=i == 0)
