@@ -66,9 +66,13 @@ def run(scratch, K, BV, BVG, states):
     if states:
         st = dict(t, dht="*fp32", dh0="*fp32", chunk_offsets="*i32", kd="*bf16", dec="*fp32", vn="*bf16",
                   h0="*fp32", ht="*fp32", o="*bf16")
-        probe(cb.eda_bwd_dh_kernel, st, dict(common, BV=BV, USE_DHT=True), f"dh (dS scan) BV={BV}", num_stages=3)
-        probe(cf_.eda_fwd_h_kernel, st, dict(common, BV=BV, USE_KD=False, STORE_H=True, STORE_VN=False, FUSE_O=False,
-                                             USE_H0=False, STORE_HT=False), f"h (states recompute) BV={BV}")
+        for pre in (False, True):  # bwd_prefetch
+            probe(cb.eda_bwd_dh_kernel, st, dict(common, BV=BV, USE_DHT=True, OPS=3, STORE_DH=True, STORE_DU=True,
+                                                 PAIRS=False, PREFETCH=pre),
+                  f"dh (dS scan) BV={BV} prefetch={pre}", num_stages=3)
+            probe(cf_.eda_fwd_h_kernel, st, dict(common, BV=BV, USE_KD=False, STORE_H=True, STORE_VN=False,
+                                                 FUSE_O=False, USE_H0=False, STORE_HT=False, PREFETCH=pre),
+                  f"h (states recompute) BV={BV} prefetch={pre}")
 
 
 def run_fwd(K, BV):

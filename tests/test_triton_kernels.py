@@ -850,3 +850,38 @@ def test_gpu_bf16_tm_solver(solver: str) -> None:
 def test_tm_solver_rejects_unknown() -> None:
     with pytest.raises(ValueError, match="tm_solver"):
         TritonParams(tm_solver="lu")
+
+
+BWD_PREFETCH_CASES = {
+    # gate, initial and final state, K != V, a ragged last chunk, K whole in the gradient kernel
+    "gated-ragged": (Problem(B=2, T=45, H=2, K=24, V=40, dtype="float32", initial_state=True, final_state=True,
+                             training=True, device=DEVICE), {}),
+    # varlen with one-chunk sequences, no gate, K tiles in the gradient kernel (the states recompute
+    # writes Delta over U while it reads U ahead)
+    "varlen-nogate-ktiled": (Problem(B=1, T=120, H=2, K=32, V=24, dtype="float32", gate=False, num_seqs=4,
+                                     initial_state=True, final_state=True, training=True, device=DEVICE),
+                             {"bk_grad": 16}),
+    # states for every other chunk (the scans store half the slots)
+    "pairs": (Problem(B=1, T=75, H=2, K=32, V=16, dtype="float32", initial_state=True, final_state=True,
+                      training=True, device=DEVICE), {"bk_grad": 32, "bwd_states": "pairs"}),
+    # the pieces (two dS scans, the first storing nothing)
+    "pieces": (Problem(B=1, T=130, H=2, K=16, V=16, dtype="float32", initial_state=True, final_state=True,
+                       training=True, device=DEVICE), {"segments": 3}),
+}
+
+
+@pytest.mark.parametrize("case", list(BWD_PREFETCH_CASES))
+def test_bwd_prefetch(case: str) -> None:
+    """``bwd_prefetch``: the backward's states recompute and dS scan loading the next chunk's
+    inputs ahead give every gradient of the float64 recurrence."""
+    problem, kw = BWD_PREFETCH_CASES[case]
+    params = TritonParams(**{"BT": 16, "BK": 32, "BV": 16, **kw}, bwd_prefetch=True)
+    _check(problem, params, seed=47, grads=True, tol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_gpu_bf16_bwd_prefetch() -> None:
+    problem = Problem(B=2, T=300, H=4, K=128, V=128, dtype="bfloat16", initial_state=True,
+                      final_state=True, training=True, device="cuda")
+    _check(problem, TritonParams(bwd_prefetch=True, bk_grad=128), seed=32, grads=True, tol=2e-2)

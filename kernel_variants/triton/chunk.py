@@ -136,6 +136,10 @@ class TritonParams:
     # S1 forward 1.171 -> 0.792 ms, S3 0.918 -> 0.688, S2 2.617 -> 2.024; same errors); False loads
     # each chunk's inputs in its own step, as before
     h_prefetch: bool = True
+    # the same in the backward's two sequential kernels, the states recompute (``eda_fwd_h_kernel``)
+    # and the dS scan (``eda_bwd_dh_kernel``): each step loads the next chunk's inputs first.
+    # Not searched; off until timed on a GPU (written after run 67)
+    bwd_prefetch: bool = False
 
     def __post_init__(self) -> None:
         for name, known in (("dh_dots", tuple(DH_DOTS)), ("wu_dots", ("input", "tf32")),
@@ -545,7 +549,8 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             dummy, dummy, scale, cu_seqlens, co, T, NCT,
             H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_G=use_g, USE_KD=False, STORE_H=True,
             STORE_VN=gradk, FUSE_O=False, USE_H0=h0 is not None, STORE_HT=False, IS_VARLEN=varlen,
-            PREC=p.precision, DT=dt, pair_offsets=po, NC2=NC2, PAIRS=pairs, num_warps=p.warps_h, num_stages=ns)
+            PREC=p.precision, DT=dt, pair_offsets=po, NC2=NC2, PAIRS=pairs, PREFETCH=p.bwd_prefetch,
+            num_warps=p.warps_h, num_stages=ns)
 
     _with_fallback(launch_h, BV, p.num_stages)
     if stages <= 1:
@@ -589,7 +594,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             co, T, NCT, H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_DHT=dht_ is not None,
             IS_VARLEN=varlen, PREC=p.precision, DT=tl.float32 if p.dh_dots == "tf32" else dt, USE_G=use_g,
             STORE_DH=store_dh, du=dU, OPS=DH_DOTS[p.dh_dots],
-            STORE_DU=gradk and store_dh, pair_offsets=po, NC2=NC2, PAIRS=pairs,
+            STORE_DU=gradk and store_dh, pair_offsets=po, NC2=NC2, PAIRS=pairs, PREFETCH=p.bwd_prefetch,
             num_warps=_override(p.warps_dh, p.warps_h), num_stages=ns)
 
     def launch_grad(bv: int, ns: int) -> None:

@@ -139,28 +139,44 @@ def eda_bwd_h_kernel(
 
 
 @triton.jit
-def _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k, m_k, H: tl.constexpr,
-                  K: tl.constexpr, BT: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr,
-                  PREC: tl.constexpr, OPS: tl.constexpr = 0):
-    """Kd [NR, K], Qg [BT, K], Aqk [BT, NR] (in DT), the chunk decay of chunk ``i_t`` and Kd's row
-    factor, built from the inputs (interleaved rows, as the forward). OPS (a bit mask, for the dS
-    scan): 1: Kd is left unscaled (kappa, exact in DT) and the row factor exp(G_n - G) is returned
-    for the caller to apply to Kd's product (else the factor is 1 and Kd holds it, rounded to
-    DT); 2: Qg in float32; 4: Aqk in float32."""
+def _bwd_inputs(q, k, e, g, i_t, bos, L, i_h, o_r, o_t, o_k, m_k, H: tl.constexpr, K: tl.constexpr,
+                BT: tl.constexpr, USE_G: tl.constexpr, PAST: tl.constexpr = False):
+    """What ``_bwd_operands`` reads of chunk ``i_t``: kappa [NR, BK] (input dtype, interleaved
+    rows), q [BT, BK], g at the erase rows [NR] and g per token [BT] (float32; zeros without a gate).
+    PAST: ``i_t`` may be before the sequence's first chunk (a scan's prefetch), which loads zeros."""
     ev = (o_r % 2) == 0
     t_r = i_t * BT + o_r // 2
+    t_q = i_t * BT + o_t
     m_r = t_r < L
+    m_t = t_q < L
+    if PAST:
+        m_r = m_r & (t_r >= 0)
+        m_t = m_t & (t_q >= 0)
     tok = bos + t_r
-    m_t = (i_t * BT + o_t) < L
-    tokq = bos + i_t * BT + o_t
-    b_kap = _load_kappa(k, e, tok, i_h, ev, m_r, o_k, m_k, H, K).to(DT)
+    tokq = bos + t_q
+    b_kap = _load_kappa(k, e, tok, i_h, ev, m_r, o_k, m_k, H, K)
     b_q = tl.load(q + (tokq * H + i_h)[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.)
+    if USE_G:
+        b_gr = tl.load(g + tok * H + i_h, mask=m_r & ev, other=0.).to(tl.float32)
+        b_gt = tl.load(g + tokq * H + i_h, mask=m_t, other=0.).to(tl.float32)
+    else:
+        b_gr = tl.zeros([2 * BT], dtype=tl.float32)
+        b_gt = tl.zeros([BT], dtype=tl.float32)
+    return b_kap, b_q, b_gr, b_gt
+
+
+@triton.jit
+def _bwd_from_inputs(b_kap, b_q, b_gr, b_gt, scale, o_r, o_t, BT: tl.constexpr, USE_G: tl.constexpr,
+                     DT: tl.constexpr, PREC: tl.constexpr, OPS: tl.constexpr = 0):
+    """``_bwd_operands`` from the tiles ``_bwd_inputs`` read."""
+    b_kap = b_kap.to(DT)
     b_a = tl.dot(b_q.to(DT), tl.trans(b_kap), input_precision=PREC) * scale
     m_A = o_r[None, :] <= 2 * o_t[:, None] + 1
     b_kf = tl.full([2 * BT], 1., tl.float32)
     if USE_G:
-        b_G, b_gl = _row_decay(g, tok, i_h, ev, m_r, H)
-        b_gq = tl.cumsum(tl.load(g + tokq * H + i_h, mask=m_t, other=0.).to(tl.float32), axis=0)
+        b_G = tl.cumsum(b_gr, axis=0)
+        b_gl = tl.sum(b_gr, axis=0)
+        b_gq = tl.cumsum(b_gt, axis=0)
         b_a = b_a * tl.exp(tl.where(m_A, b_gq[:, None] - b_G[None, :], 0.))
         b_qg = b_q.to(tl.float32) * (tl.exp(b_gq) * scale)[:, None]
         if OPS % 2 == 1:
@@ -182,11 +198,38 @@ def _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k, m_k, H: tl
 
 
 @triton.jit
+def _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k, m_k, H: tl.constexpr,
+                  K: tl.constexpr, BT: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr,
+                  PREC: tl.constexpr, OPS: tl.constexpr = 0):
+    """Kd [NR, K], Qg [BT, K], Aqk [BT, NR] (in DT), the chunk decay of chunk ``i_t`` and Kd's row
+    factor, built from the inputs (interleaved rows, as the forward). OPS (a bit mask, for the dS
+    scan): 1: Kd is left unscaled (kappa, exact in DT) and the row factor exp(G_n - G) is returned
+    for the caller to apply to Kd's product (else the factor is 1 and Kd holds it, rounded to
+    DT); 2: Qg in float32; 4: Aqk in float32."""
+    b_kap, b_q, b_gr, b_gt = _bwd_inputs(q, k, e, g, i_t, bos, L, i_h, o_r, o_t, o_k, m_k, H, K, BT, USE_G)
+    return _bwd_from_inputs(b_kap, b_q, b_gr, b_gt, scale, o_r, o_t, BT, USE_G, DT, PREC, OPS)
+
+
+@triton.jit
 def _do_tile(do, bos, i_t, o_t, m_t, i_h, o_v, m_v, H: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
              DT: tl.constexpr):
     """dO of chunk ``i_t`` on columns ``o_v`` ([BT, BV], in DT; rows past the sequence are zero)."""
     return tl.load(do + ((bos + i_t * BT + o_t) * H + i_h)[:, None] * V + o_v[None, :],
                    mask=m_t[:, None] & m_v[None, :], other=0.).to(DT)
+
+
+@triton.jit
+def _dh_inputs(w, do, q, k, e, g, i_t, sc0, bos, L, i_h, o_r, o_t, o_k, m_k, o_v, m_v, H: tl.constexpr,
+               K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr):
+    """What the dS scan reads of chunk ``i_t`` (zeros for ``i_t`` < 0, the prefetch after the
+    first chunk): ``_bwd_inputs``, dO [BT, BV] (DT) and W [NR, BK] (DT)."""
+    NR: tl.constexpr = 2 * BT
+    b_kap, b_q, b_gr, b_gt = _bwd_inputs(q, k, e, g, i_t, bos, L, i_h, o_r, o_t, o_k, m_k, H, K, BT, USE_G, True)
+    t_q = i_t * BT + o_t
+    b_do = _do_tile(do, bos, i_t, o_t, (t_q < L) & (t_q >= 0), i_h, o_v, m_v, H, V, BT, DT)
+    m_w = ((i_t + 0 * o_r) >= 0)[:, None] & m_k[None, :]
+    b_w = tl.load(w + ((sc0 + i_t) * NR + o_r)[:, None] * K + o_k[None, :], mask=m_w, other=0.).to(DT)
+    return b_kap, b_q, b_gr, b_gt, b_do, b_w
 
 
 @triton.jit
@@ -196,7 +239,7 @@ def eda_bwd_dh_kernel(
     BV: tl.constexpr, USE_DHT: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
     DT: tl.constexpr, USE_G: tl.constexpr, STORE_DH: tl.constexpr = True, du=None,
     STORE_DU: tl.constexpr = False, OPS: tl.constexpr = 0, pair_offsets=None, NC2=0,
-    PAIRS: tl.constexpr = False,
+    PAIRS: tl.constexpr = False, PREFETCH: tl.constexpr = False,
 ):
     """The sequential part of the backward (config ``bwd_rec: split``): only dS, carried
     backwards through the chunks, dS <- Qg^T dO + dec dS - W^T (Aqk^T dO + Kd dS); stores the
@@ -206,7 +249,9 @@ def eda_bwd_dh_kernel(
     dDelta (= dU, computed here anyway) per chunk, for ``eda_bwd_gradk_kernel``. OPS: which of
     Kd, Qg, Aqk skip their rounding to DT (``_bwd_operands``). PAIRS (``bwd_states: pairs``): ``dh``
     has one slot per pair of chunks and holds the gradient leaving the odd chunks (and the last
-    chunk); ``eda_bwd_gradk_kernel`` rebuilds the even chunks' from the next chunk's."""
+    chunk); ``eda_bwd_gradk_kernel`` rebuilds the even chunks' from the next chunk's. PREFETCH
+    (config ``bwd_prefetch``): each step loads the inputs of the chunk before it (kappa, q, g, dO,
+    W) ahead of its own products and carries them."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, L, sc0 = _seq_coords(i_n, i_h, i_nh, T, NCT, cu_seqlens, chunk_offsets, IS_VARLEN)
@@ -226,6 +271,9 @@ def eda_bwd_dh_kernel(
     b_dS = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_DHT:
         b_dS += tl.load(dht + i_nh * K * V + p_kv, mask=m_kv, other=0.)
+    if PREFETCH:
+        n_kap, n_q, n_gr, n_gt, n_do, n_w = _dh_inputs(w, do, q, k, e, g, NT - 1, sc0, bos, L, i_h, o_r, o_t,
+                                                      o_k, m_k, o_v, m_v, H, K, V, BT, USE_G, DT)
     for i_t in range(NT - 1, -1, -1):
         sc = sc0 + i_t
         if STORE_DH:
@@ -234,11 +282,18 @@ def eda_bwd_dh_kernel(
                     tl.store(dh + (ps0 + i_t // 2) * K * V + p_kv, b_dS.to(dh.dtype.element_ty), mask=m_kv)
             else:
                 tl.store(dh + sc * K * V + p_kv, b_dS.to(dh.dtype.element_ty), mask=m_kv)
-        b_kd, b_qg, b_a, b_dec, b_kf = _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k,
-                                                     m_k, H, K, BT, USE_G, DT, PREC, OPS)
-        m_t = (i_t * BT + o_t) < L
-        b_do = _do_tile(do, bos, i_t, o_t, m_t, i_h, o_v, m_v, H, V, BT, DT)
-        b_w = tl.load(w + (sc * NR + o_r)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.).to(DT)
+        if PREFETCH:
+            b_kap, b_q, b_gr, b_gt, b_do, b_w = n_kap, n_q, n_gr, n_gt, n_do, n_w
+            n_kap, n_q, n_gr, n_gt, n_do, n_w = _dh_inputs(w, do, q, k, e, g, i_t - 1, sc0, bos, L, i_h, o_r, o_t,
+                                                          o_k, m_k, o_v, m_v, H, K, V, BT, USE_G, DT)
+            b_kd, b_qg, b_a, b_dec, b_kf = _bwd_from_inputs(b_kap, b_q, b_gr, b_gt, scale, o_r, o_t, BT, USE_G,
+                                                            DT, PREC, OPS)
+        else:
+            b_kd, b_qg, b_a, b_dec, b_kf = _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k,
+                                                         m_k, H, K, BT, USE_G, DT, PREC, OPS)
+            m_t = (i_t * BT + o_t) < L
+            b_do = _do_tile(do, bos, i_t, o_t, m_t, i_h, o_v, m_v, H, V, BT, DT)
+            b_w = tl.load(w + (sc * NR + o_r)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.).to(DT)
         b_dd = tl.dot(b_kd, b_dS.to(DT), input_precision=PREC)
         if OPS % 2 == 1:
             b_dd = b_dd * b_kf[:, None]

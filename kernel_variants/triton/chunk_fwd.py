@@ -199,13 +199,36 @@ def eda_fwd_wu_kernel(
 
 
 @triton.jit
+def _h_inputs(k, e, g, w, u, i_t, sc0, bos, L, i_h, o_r, o_k, m_k, o_v, m_v, H: tl.constexpr, K: tl.constexpr,
+              V: tl.constexpr, BT: tl.constexpr, USE_G: tl.constexpr):
+    """What ``eda_fwd_h_kernel`` reads of chunk ``i_t`` (zeros past the sequence's last chunk, the
+    prefetch after it): W [NR, BK], U [NR, BV], kappa [NR, BK] (interleaved rows) and g at the
+    erase rows [NR] (float32; zeros without a gate)."""
+    NR: tl.constexpr = 2 * BT
+    ev = (o_r % 2) == 0
+    t_r = i_t * BT + o_r // 2
+    m_r = t_r < L
+    m_c = (i_t * BT + 0 * o_r) < L
+    p_rows = ((sc0 + i_t) * NR + o_r)[:, None]
+    b_w = tl.load(w + p_rows * K + o_k[None, :], mask=m_c[:, None] & m_k[None, :], other=0.)
+    b_u = tl.load(u + p_rows * V + o_v[None, :], mask=m_c[:, None] & m_v[None, :], other=0.)
+    tok = bos + t_r
+    b_kap = _load_kappa(k, e, tok, i_h, ev, m_r, o_k, m_k, H, K)
+    if USE_G:
+        b_gr = tl.load(g + tok * H + i_h, mask=m_r & ev, other=0.).to(tl.float32)
+    else:
+        b_gr = tl.zeros([NR], dtype=tl.float32)
+    return b_w, b_u, b_kap, b_gr
+
+
+@triton.jit
 def eda_fwd_h_kernel(
     q, k, e, g, w, u, kd, dec, h, vn, h0, ht, o, scale, cu_seqlens, chunk_offsets, T, NCT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, USE_G: tl.constexpr, USE_KD: tl.constexpr, STORE_H: tl.constexpr,
     STORE_VN: tl.constexpr, FUSE_O: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr,
     IS_VARLEN: tl.constexpr, PREC: tl.constexpr, DT: tl.constexpr, pair_offsets=None, NC2=0,
-    PAIRS: tl.constexpr = False,
+    PAIRS: tl.constexpr = False, PREFETCH: tl.constexpr = False,
 ):
     """One (sequence, head, V tile): S [K, BV] carried through the chunks in registers.
 
@@ -215,6 +238,9 @@ def eda_fwd_h_kernel(
     or new values go through memory; the parallel output kernel is skipped).
     PAIRS (the backward's ``bwd_states: pairs``): ``h`` holds one slot per pair of chunks
     (``NC2`` per head, ``_pair_slot``) and only the even chunks' entering states are stored.
+    PREFETCH (config ``bwd_prefetch``; without USE_KD and FUSE_O, as the backward's recompute runs
+    it): each step loads the next chunk's W, U, kappa and g ahead of its own products and carries
+    them (``_h_inputs``).
     """
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
@@ -235,6 +261,9 @@ def eda_fwd_h_kernel(
     b_S = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_H0:
         b_S += tl.load(h0 + i_nh * K * V + p_kv, mask=m_kv, other=0.).to(tl.float32)
+    if PREFETCH:
+        n_w, n_u, n_kap, n_gr = _h_inputs(k, e, g, w, u, 0, sc0, bos, L, i_h, o_r, o_k, m_k, o_v, m_v, H, K, V,
+                                          BT, USE_G)
     for i_t in range(NT):
         sc = sc0 + i_t
         if STORE_H:
@@ -244,8 +273,13 @@ def eda_fwd_h_kernel(
             else:
                 tl.store(h + sc * K * V + p_kv, b_S.to(h.dtype.element_ty), mask=m_kv)
         p_rows = (sc * NR + o_r)[:, None]
-        b_w = tl.load(w + p_rows * K + o_k[None, :], mask=m_k[None, :], other=0.)
-        b_u = tl.load(u + p_rows * V + o_v[None, :], mask=m_v[None, :], other=0.)
+        if PREFETCH:
+            b_w, b_u, b_kap, b_gr = n_w, n_u, n_kap, n_gr
+            n_w, n_u, n_kap, n_gr = _h_inputs(k, e, g, w, u, i_t + 1, sc0, bos, L, i_h, o_r, o_k, m_k, o_v, m_v,
+                                              H, K, V, BT, USE_G)
+        else:
+            b_w = tl.load(w + p_rows * K + o_k[None, :], mask=m_k[None, :], other=0.)
+            b_u = tl.load(u + p_rows * V + o_v[None, :], mask=m_v[None, :], other=0.)
         b_d = b_u.to(tl.float32) - tl.dot(b_w.to(DT), b_S.to(DT), input_precision=PREC)
         if STORE_VN:
             tl.store(vn + p_rows * V + o_v[None, :], b_d.to(vn.dtype.element_ty), mask=m_v[None, :])
@@ -256,9 +290,13 @@ def eda_fwd_h_kernel(
             t_r = i_t * BT + o_r // 2
             m_r = t_r < L
             tok = bos + t_r
-            b_kap = _load_kappa(k, e, tok, i_h, ev, m_r, o_k, m_k, H, K)
+            if PREFETCH:
+                b_G, b_gl = tl.cumsum(b_gr, axis=0), tl.sum(b_gr, axis=0)
+            else:
+                b_kap = _load_kappa(k, e, tok, i_h, ev, m_r, o_k, m_k, H, K)
+                if USE_G:
+                    b_G, b_gl = _row_decay(g, tok, i_h, ev, m_r, H)
             if USE_G:
-                b_G, b_gl = _row_decay(g, tok, i_h, ev, m_r, H)
                 b_kd = b_kap * tl.exp(b_gl - b_G)[:, None]
                 b_dec = tl.exp(b_gl)
             else:
