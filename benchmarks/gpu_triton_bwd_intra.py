@@ -187,6 +187,10 @@ def main() -> None:
                 "tm_recompute": {"bwd_tm": "recompute"},
                 # states and state gradients kept for every other chunk (bwd_states)
                 "pairs": {"bwd_states": "pairs"},
+                # the backward's two scans loading the next chunk's inputs ahead (bwd_prefetch), and
+                # the forward's state kernel without it (h_prefetch, the default since run 66)
+                "bpre": {"bwd_prefetch": True}, "bpre_pairs": {"bwd_prefetch": True, "bwd_states": "pairs"},
+                "nohpre": {"h_prefetch": False},
                 **{f"seg{n}": {"segments": n} for n in (1, 2, 4, 8, 16)},
                 **{f"seg{n}_autograd": {"segments": n, "seg_bwd": "autograd"} for n in (4, 8, 16)},
                 **{f"seg{n}_half": {"segments": n, "bwd_scratch": "half"} for n in (4, 8, 16)},

@@ -71,6 +71,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "tm_recompute": {"bwd_tm": "recompute"},
     # states and state gradients kept for every other chunk, the others rebuilt (bwd_states)
     "pairs": {"bwd_states": "pairs"},
+    # the backward's scans loading ahead (bwd_prefetch; the same products, other load order)
+    "bpre": {"bwd_prefetch": True},
 }
 
 
