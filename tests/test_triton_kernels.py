@@ -4,6 +4,7 @@ reference, forward and backward (CPU: Triton's interpreter; GPU-marked tests at 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any
 
@@ -782,34 +783,27 @@ TM_CASES = {
 
 def _chunk_inverse_f64(inputs: dict, BT: int) -> torch.Tensor:
     """(I + A)^-1 of every chunk in float64 from its definition (EDA_MATH.md), erase-first order:
-    rows and columns [0, BT) the erase rows of the chunk's tokens, [BT, 2BT) the write rows."""
+    rows and columns [0, BT) the erase rows of the chunk's tokens, [BT, 2BT) the write rows;
+    [B, H, NC, 2BT, 2BT], chunked as the torch backend does (``chunk_layout``: each sequence
+    zero-padded to whole chunks)."""
+    from kernel_variants.torch_chunk.chunk import chunk_layout
+
     up = upcast(inputs)
-    k, e, g, beta, gamma = up["k"], up["e"], up["g"], up["beta"], up["gamma"]
-    B, T, H, _ = k.shape
     cu = inputs["cu_seqlens"]
-    bounds = cu.tolist() if cu is not None else None
-    seqs = [(b, 0, T) for b in range(B)] if bounds is None else \
-        [(0, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
-    out = []
-    for h in range(H):
-        for b, start, end in seqs:
-            for c in range(start, end, BT):
-                t = torch.arange(c, min(c + BT, end))
-                n = len(t)
-                kap = torch.zeros(2 * BT, k.shape[-1], dtype=torch.float64)
-                kap[:n], kap[BT:BT + n] = e[b, t, h], k[b, t, h]
-                strength = torch.zeros(2 * BT, dtype=torch.float64)
-                strength[:n], strength[BT:BT + n] = gamma[b, t, h], beta[b, t, h]
-                G = torch.zeros(2 * BT, dtype=torch.float64)
-                if g is not None:
-                    G[:n] = torch.cumsum(g[b, t, h], 0)
-                    G[BT:BT + n] = G[:n]
-                tok = torch.arange(2 * BT) % BT
-                pos = 2 * tok + (torch.arange(2 * BT) >= BT).long()
-                before = pos[:, None] > pos[None, :]
-                A = torch.where(before, strength[:, None] * (kap @ kap.T) * torch.exp(G[:, None] - G[None, :]), 0.)
-                out.append(torch.linalg.inv(torch.eye(2 * BT, dtype=torch.float64) + A))
-    return torch.stack(out)
+    layout = chunk_layout(up["k"].shape[1], BT, tuple(cu.tolist()) if cu is not None else None, "cpu")
+
+    def chunked(name: str) -> torch.Tensor:  # [B, T, H, ...] -> [B, H, NC, BT, ...]
+        return layout.chunked(up[name].transpose(1, 2).cpu())
+    kap = torch.cat((chunked("e"), chunked("k")), dim=-2)
+    strength = torch.cat((chunked("gamma"), chunked("beta")), dim=-1)
+    G = chunked("g").cumsum(-1) if up["g"] is not None else torch.zeros_like(chunked("beta"))
+    G = torch.cat((G, G), dim=-1)
+    rows = torch.arange(2 * BT)
+    pos = 2 * (rows % BT) + (rows >= BT).long()
+    before = pos[:, None] > pos[None, :]
+    decay = torch.where(before, G[..., :, None] - G[..., None, :], -math.inf).exp()
+    A = strength[..., :, None] * (kap @ kap.transpose(-1, -2)) * decay
+    return torch.linalg.inv(torch.eye(2 * BT, dtype=torch.float64) + A)
 
 
 @pytest.mark.parametrize("case", list(TM_CASES))
@@ -828,9 +822,9 @@ def test_tm_solver_gives_the_chunk_inverse(case: str, solver: str) -> None:
                   tuple(inputs["cu_seqlens"].tolist()) if inputs["cu_seqlens"] is not None else None,
                   TritonParams(BT=BT, BK=16, BV=16, tm_solver=solver), tm_cache=cache)
     tm = cache["tm"]
-    want = _chunk_inverse_f64(inputs, BT)
-    # [B, H, NC, NR, NR]: chunks of every sequence in order, per head (varlen: B = 1)
-    got = tm.permute(1, 0, 2, 3, 4).reshape(-1, 2 * BT, 2 * BT)
+    # [B, H, NC, NR, NR] both (varlen: B = 1, the chunks of every sequence in order)
+    want = _chunk_inverse_f64(inputs, BT).reshape(-1, 2 * BT, 2 * BT)
+    got = tm.cpu().reshape(-1, 2 * BT, 2 * BT)
     assert got.shape == want.shape
     # the interpreter's float32 dots are exact to rounding; a GPU's tf32 dots keep 10 bits
     assert rel_error(got, want) < (1e-5 if DEVICE == "cpu" else 3e-3)
