@@ -70,9 +70,14 @@ def run(scratch, K, BV, BVG, states):
             probe(cb.eda_bwd_dh_kernel, st, dict(common, BV=BV, USE_DHT=True, OPS=3, STORE_DH=True, STORE_DU=True,
                                                  PAIRS=False, PREFETCH=pre),
                   f"dh (dS scan) BV={BV} prefetch={pre}", num_stages=3)
-            probe(cf_.eda_fwd_h_kernel, st, dict(common, BV=BV, USE_KD=False, STORE_H=True, STORE_VN=False,
-                                                 FUSE_O=False, USE_H0=False, STORE_HT=False, PREFETCH=pre),
-                  f"h (states recompute) BV={BV} prefetch={pre}")
+        probe(cf_.eda_fwd_h_kernel, st, dict(common, BV=BV, USE_KD=False, STORE_H=True, STORE_VN=True,
+                                             FUSE_O=False, USE_H0=False, STORE_HT=False, PAIRS=False),
+              f"h (states recompute, bwd_h wu) BV={BV}")
+        st2 = dict(st, tm="*bf16", v="*bf16", beta="*fp32", gamma="*fp32", vn="*fp32")
+        probe(cf_.eda_fwd_h2_kernel, st2, dict(common, BV=BV, STORE_H=True, STORE_VN=True, FUSE_O=False,
+                                               USE_H0=False, STORE_HT=False, VR=common["V"], PREFETCH=True,
+                                               PAIRS=False),
+              f"h2 (states recompute, bwd_h tm) BV={BV}")
 
 
 def run_fwd(K, BV):

@@ -191,6 +191,11 @@ def main() -> None:
                 # the forward's state kernel without it (h_prefetch, the default since run 66)
                 "bpre": {"bwd_prefetch": True}, "bpre_pairs": {"bwd_prefetch": True, "bwd_states": "pairs"},
                 "nohpre": {"h_prefetch": False},
+                # the states and Delta recomputed from the kept Tm by the forward's state kernel
+                # (bwd_h: tm; the W/U kernel writes W alone), with the dS scan loading ahead
+                "bh_tm": {"bwd_h": "tm"}, "bh_tm_bpre": {"bwd_h": "tm", "bwd_prefetch": True},
+                "bh_tm_pairs": {"bwd_h": "tm", "bwd_states": "pairs"},
+                "bh_tm_nopre": {"bwd_h": "tm", "h_prefetch": False},
                 **{f"seg{n}": {"segments": n} for n in (1, 2, 4, 8, 16)},
                 **{f"seg{n}_autograd": {"segments": n, "seg_bwd": "autograd"} for n in (4, 8, 16)},
                 **{f"seg{n}_half": {"segments": n, "bwd_scratch": "half"} for n in (4, 8, 16)},

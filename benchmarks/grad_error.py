@@ -73,6 +73,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "pairs": {"bwd_states": "pairs"},
     # the backward's scans loading ahead (bwd_prefetch; the same products, other load order)
     "bpre": {"bwd_prefetch": True},
+    # the states and Delta recomputed from the kept Tm by the forward's state kernel (bwd_h)
+    "bh_tm": {"bwd_h": "tm", "bwd_prefetch": True},
 }
 
 

@@ -866,11 +866,28 @@ BWD_PREFETCH_CASES = {
 
 @pytest.mark.parametrize("case", list(BWD_PREFETCH_CASES))
 def test_bwd_prefetch(case: str) -> None:
-    """``bwd_prefetch``: the backward's states recompute and dS scan loading the next chunk's
-    inputs ahead give every gradient of the float64 recurrence."""
+    """``bwd_prefetch``: the backward's dS scan loading the inputs of the chunk before it ahead
+    gives every gradient of the float64 recurrence."""
     problem, kw = BWD_PREFETCH_CASES[case]
     params = TritonParams(**{"BT": 16, "BK": 32, "BV": 16, **kw}, bwd_prefetch=True)
     _check(problem, params, seed=47, grads=True, tol=1e-5)
+
+
+@pytest.mark.parametrize("case", list(BWD_PREFETCH_CASES))
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_bwd_h_tm(case: str, prefetch: bool) -> None:
+    """``bwd_h: tm``: the backward's states and Delta recomputed by the forward's state kernel from
+    the kept chunk inverse (with and without its loading ahead) give every gradient of the float64
+    recurrence; K tiles of the gradient kernel, pairs of states and the pieces included."""
+    problem, kw = BWD_PREFETCH_CASES[case]
+    kw = {"bk_grad": 16, **kw}  # the path needs Delta stored: the K-tiled per-chunk gradients
+    params = TritonParams(**{"BT": 16, "BK": 32, "BV": 16, **kw}, bwd_h="tm", h_prefetch=prefetch)
+    _check(problem, params, seed=48, grads=True, tol=1e-5)
+
+
+def test_bwd_h_rejects_unknown() -> None:
+    with pytest.raises(ValueError, match="bwd_h"):
+        TritonParams(bwd_h="u")
 
 
 @pytest.mark.gpu
@@ -879,3 +896,13 @@ def test_gpu_bf16_bwd_prefetch() -> None:
     problem = Problem(B=2, T=300, H=4, K=128, V=128, dtype="bfloat16", initial_state=True,
                       final_state=True, training=True, device="cuda")
     _check(problem, TritonParams(bwd_prefetch=True, bk_grad=128), seed=32, grads=True, tol=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("pairs", [False, True])
+def test_gpu_bf16_bwd_h_tm(pairs: bool) -> None:
+    problem = Problem(B=2, T=300, H=4, K=128, V=128, dtype="bfloat16", initial_state=True,
+                      final_state=True, training=True, device="cuda")
+    params = TritonParams(bwd_h="tm", bk_grad=128, bwd_states="pairs" if pairs else "every")
+    _check(problem, params, seed=33, grads=True, tol=2e-2)

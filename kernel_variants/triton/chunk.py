@@ -136,15 +136,22 @@ class TritonParams:
     # S1 forward 1.171 -> 0.792 ms, S3 0.918 -> 0.688, S2 2.617 -> 2.024; same errors); False loads
     # each chunk's inputs in its own step, as before
     h_prefetch: bool = True
-    # the same in the backward's two sequential kernels, the states recompute (``eda_fwd_h_kernel``)
-    # and the dS scan (``eda_bwd_dh_kernel``): each step loads the next chunk's inputs first.
-    # Not searched; off until timed on a GPU (written after run 67)
+    # the same in the backward's dS scan (``eda_bwd_dh_kernel``): each step loads the inputs of
+    # the chunk before it first. Not searched. H200 run 68 (one call, dS scan and per-chunk
+    # gradients): S1 2.423 -> 2.272 ms, S5 5.262 -> 4.520. (The states recompute loading ahead
+    # the same way was slower, 1.539 -> 1.583 at S1 and 1.280 -> 2.195 at S5: removed.)
     bwd_prefetch: bool = False
+    # the backward's states recompute (with the forward's Tm kept, ``bwd_tm: wu``, and the K-tiled
+    # per-chunk gradients, ``bk_grad``): "wu" (the W/U kernel writes W and U, ``eda_fwd_h_kernel``
+    # forms Delta = U - W S from them) or "tm" (the W/U kernel writes W alone, for the dS scan; the
+    # forward's state kernel ``eda_fwd_h2_kernel`` forms Delta from Tm as in the forward, storing
+    # the states and Delta: U never goes through memory). Not searched
+    bwd_h: str = "wu"
 
     def __post_init__(self) -> None:
         for name, known in (("dh_dots", tuple(DH_DOTS)), ("wu_dots", ("input", "tf32")),
                             ("bwd_tm", BWD_TM), ("bwd_states", ("every", "pairs")),
-                            ("tm_solver", ("doubling", "blocks"))):
+                            ("tm_solver", ("doubling", "blocks")), ("bwd_h", ("wu", "tm"))):
             if getattr(self, name) not in known:
                 raise ValueError(f"{name} must be one of {known}, got {getattr(self, name)!r}")
 
@@ -526,16 +533,20 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
     gradk = p.bk_grad > 0 and p.bwd_rec == "split" and p.bwd_intra != "fused"
 
     tm = tm_cache.pop("tm", None) if tm_cache is not None and keeps_tm(p) else None
+    # bwd_h "tm": the states kernel forms Delta from Tm (no U); it needs Delta stored (gradk)
+    h2 = tm is not None and gradk and p.bwd_h == "tm"
 
     def launch_wu(bv: int, ns: int) -> None:
         eda_fwd_wu_kernel[(NCT, B * H)](
             k, e, v, g_, beta, gamma, w, u, cu_seqlens, ci, T, NCT,
             H=H, K=K, V=V, BT=BT, BK=BK, BV=bv, LOG2N=int(math.log2(BT)), USE_G=use_g,
             IS_VARLEN=varlen, PREC=p.precision, DT=tl.float32 if p.wu_dots == "tf32" else dt,
-            tm=tm if tm is not None else dummy, USE_TM=tm is not None, num_warps=p.warps_bwd, num_stages=ns)
+            tm=tm if tm is not None else dummy, USE_TM=tm is not None, STORE_U=not h2, num_warps=p.warps_bwd,
+            num_stages=ns)
 
     _with_fallback(launch_wu, BV, p.num_stages)
-    tm = None  # freed before the backward's peak
+    if not h2:
+        tm = None  # freed before the backward's peak
     # bwd_states "pairs" (with the K-tiled per-chunk gradients): the chunk states and their
     # gradients are kept for every other chunk (one slot per pair), the per-chunk gradient kernel
     # rebuilds the others: h and dS take half the memory (1 GiB less at S5 and at S1)
@@ -544,15 +555,21 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
     h = torch.empty(B, H, NC2, K, V, dtype=SCRATCH_OVERRIDE.get("h", sdt), device=q.device)
 
     def launch_h(bv: int, ns: int) -> None:
-        eda_fwd_h_kernel[(triton.cdiv(V, bv), N * H)](
-            q, k, e, g_, w, u, dummy, dummy, h, u if gradk else dummy, h0 if h0 is not None else dummy,
-            dummy, dummy, scale, cu_seqlens, co, T, NCT,
-            H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_G=use_g, USE_KD=False, STORE_H=True,
-            STORE_VN=gradk, FUSE_O=False, USE_H0=h0 is not None, STORE_HT=False, IS_VARLEN=varlen,
-            PREC=p.precision, DT=dt, pair_offsets=po, NC2=NC2, PAIRS=pairs, PREFETCH=p.bwd_prefetch,
-            num_warps=p.warps_h, num_stages=ns)
+        common = dict(H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_G=use_g, STORE_H=True, STORE_VN=gradk,
+                      FUSE_O=False, USE_H0=h0 is not None, STORE_HT=False, IS_VARLEN=varlen, PREC=p.precision,
+                      DT=dt, pair_offsets=po, NC2=NC2, PAIRS=pairs, num_warps=p.warps_h, num_stages=ns)
+        h0_ = h0 if h0 is not None else dummy
+        if h2:  # Delta (over U's buffer) and the states as the forward forms them
+            eda_fwd_h2_kernel[(triton.cdiv(V, bv), N * H)](
+                q, k, e, v, g_, beta, gamma, tm, h, u, h0_, dummy, dummy, scale, cu_seqlens, co, T, NCT,
+                VR=V, PREFETCH=p.h_prefetch, **common)
+        else:
+            eda_fwd_h_kernel[(triton.cdiv(V, bv), N * H)](
+                q, k, e, g_, w, u, dummy, dummy, h, u if gradk else dummy, h0_, dummy, dummy, scale, cu_seqlens,
+                co, T, NCT, USE_KD=False, **common)
 
     _with_fallback(launch_h, BV, p.num_stages)
+    tm = None
     if stages <= 1:
         return (None,) * 8
 

@@ -95,6 +95,7 @@ def eda_fwd_wu_kernel(
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, LOG2N: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, DT: tl.constexpr, tm=None, USE_TM: tl.constexpr = False,
+    STORE_U: tl.constexpr = True,
 ):
     """W and U of one chunk. The 2*BT rows are split in two halves of BT rows (BT/2 tokens):
     Tm = [[R11, 0], [R21, R22]] with R11, R22 the inverses of the diagonal blocks (repeated
@@ -102,7 +103,8 @@ def eda_fwd_wu_kernel(
     squaring the whole 2BT x 2BT block.
 
     USE_TM (the backward's recompute, config ``bwd_tm``): the three blocks are read from the
-    forward's chunk inverse ``tm`` (``eda_fwd_tm_kernel``, erase-first row order) instead."""
+    forward's chunk inverse ``tm`` (``eda_fwd_tm_kernel``, erase-first row order) instead.
+    STORE_U false: W alone (config ``bwd_h: tm``, where the states kernel forms Delta from Tm)."""
     i_tg, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_t, bos, L = _chunk_coords(i_tg, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
@@ -182,43 +184,21 @@ def eda_fwd_wu_kernel(
         b_w2 = tl.dot(b_R21, b_k1, input_precision=PREC) + tl.dot(b_R22, b_k2, input_precision=PREC)
         tl.store(w + p_r1 * K + o_k[None, :], b_w1.to(w.dtype.element_ty), mask=m_k[None, :])
         tl.store(w + p_r2 * K + o_k[None, :], b_w2.to(w.dtype.element_ty), mask=m_k[None, :])
-    for i_v in range(tl.cdiv(V, BV)):
-        o_v = i_v * BV + tl.arange(0, BV)
-        m_v = o_v < V
-        # erase rows carry no value: only odd rows are loaded
-        b_n1 = tl.load(v + (tok1 * H + i_h)[:, None] * V + o_v[None, :],
-                       mask=(m1 & (~ev))[:, None] & m_v[None, :], other=0.)
-        b_n2 = tl.load(v + (tok2 * H + i_h)[:, None] * V + o_v[None, :],
-                       mask=(m2 & (~ev))[:, None] & m_v[None, :], other=0.)
-        b_n1 = (b_n1 * b_b1[:, None]).to(DT)
-        b_n2 = (b_n2 * b_b2[:, None]).to(DT)
-        b_u1 = tl.dot(b_R11, b_n1, input_precision=PREC)
-        b_u2 = tl.dot(b_R21, b_n1, input_precision=PREC) + tl.dot(b_R22, b_n2, input_precision=PREC)
-        tl.store(u + p_r1 * V + o_v[None, :], b_u1.to(u.dtype.element_ty), mask=m_v[None, :])
-        tl.store(u + p_r2 * V + o_v[None, :], b_u2.to(u.dtype.element_ty), mask=m_v[None, :])
-
-
-@triton.jit
-def _h_inputs(k, e, g, w, u, i_t, sc0, bos, L, i_h, o_r, o_k, m_k, o_v, m_v, H: tl.constexpr, K: tl.constexpr,
-              V: tl.constexpr, BT: tl.constexpr, USE_G: tl.constexpr):
-    """What ``eda_fwd_h_kernel`` reads of chunk ``i_t`` (zeros past the sequence's last chunk, the
-    prefetch after it): W [NR, BK], U [NR, BV], kappa [NR, BK] (interleaved rows) and g at the
-    erase rows [NR] (float32; zeros without a gate)."""
-    NR: tl.constexpr = 2 * BT
-    ev = (o_r % 2) == 0
-    t_r = i_t * BT + o_r // 2
-    m_r = t_r < L
-    m_c = (i_t * BT + 0 * o_r) < L
-    p_rows = ((sc0 + i_t) * NR + o_r)[:, None]
-    b_w = tl.load(w + p_rows * K + o_k[None, :], mask=m_c[:, None] & m_k[None, :], other=0.)
-    b_u = tl.load(u + p_rows * V + o_v[None, :], mask=m_c[:, None] & m_v[None, :], other=0.)
-    tok = bos + t_r
-    b_kap = _load_kappa(k, e, tok, i_h, ev, m_r, o_k, m_k, H, K)
-    if USE_G:
-        b_gr = tl.load(g + tok * H + i_h, mask=m_r & ev, other=0.).to(tl.float32)
-    else:
-        b_gr = tl.zeros([NR], dtype=tl.float32)
-    return b_w, b_u, b_kap, b_gr
+    if STORE_U:
+        for i_v in range(tl.cdiv(V, BV)):
+            o_v = i_v * BV + tl.arange(0, BV)
+            m_v = o_v < V
+            # erase rows carry no value: only odd rows are loaded
+            b_n1 = tl.load(v + (tok1 * H + i_h)[:, None] * V + o_v[None, :],
+                           mask=(m1 & (~ev))[:, None] & m_v[None, :], other=0.)
+            b_n2 = tl.load(v + (tok2 * H + i_h)[:, None] * V + o_v[None, :],
+                           mask=(m2 & (~ev))[:, None] & m_v[None, :], other=0.)
+            b_n1 = (b_n1 * b_b1[:, None]).to(DT)
+            b_n2 = (b_n2 * b_b2[:, None]).to(DT)
+            b_u1 = tl.dot(b_R11, b_n1, input_precision=PREC)
+            b_u2 = tl.dot(b_R21, b_n1, input_precision=PREC) + tl.dot(b_R22, b_n2, input_precision=PREC)
+            tl.store(u + p_r1 * V + o_v[None, :], b_u1.to(u.dtype.element_ty), mask=m_v[None, :])
+            tl.store(u + p_r2 * V + o_v[None, :], b_u2.to(u.dtype.element_ty), mask=m_v[None, :])
 
 
 @triton.jit
@@ -228,7 +208,7 @@ def eda_fwd_h_kernel(
     BV: tl.constexpr, USE_G: tl.constexpr, USE_KD: tl.constexpr, STORE_H: tl.constexpr,
     STORE_VN: tl.constexpr, FUSE_O: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr,
     IS_VARLEN: tl.constexpr, PREC: tl.constexpr, DT: tl.constexpr, pair_offsets=None, NC2=0,
-    PAIRS: tl.constexpr = False, PREFETCH: tl.constexpr = False,
+    PAIRS: tl.constexpr = False,
 ):
     """One (sequence, head, V tile): S [K, BV] carried through the chunks in registers.
 
@@ -238,9 +218,6 @@ def eda_fwd_h_kernel(
     or new values go through memory; the parallel output kernel is skipped).
     PAIRS (the backward's ``bwd_states: pairs``): ``h`` holds one slot per pair of chunks
     (``NC2`` per head, ``_pair_slot``) and only the even chunks' entering states are stored.
-    PREFETCH (config ``bwd_prefetch``; without USE_KD and FUSE_O, as the backward's recompute runs
-    it): each step loads the next chunk's W, U, kappa and g ahead of its own products and carries
-    them (``_h_inputs``).
     """
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
@@ -261,9 +238,6 @@ def eda_fwd_h_kernel(
     b_S = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_H0:
         b_S += tl.load(h0 + i_nh * K * V + p_kv, mask=m_kv, other=0.).to(tl.float32)
-    if PREFETCH:
-        n_w, n_u, n_kap, n_gr = _h_inputs(k, e, g, w, u, 0, sc0, bos, L, i_h, o_r, o_k, m_k, o_v, m_v, H, K, V,
-                                          BT, USE_G)
     for i_t in range(NT):
         sc = sc0 + i_t
         if STORE_H:
@@ -273,13 +247,8 @@ def eda_fwd_h_kernel(
             else:
                 tl.store(h + sc * K * V + p_kv, b_S.to(h.dtype.element_ty), mask=m_kv)
         p_rows = (sc * NR + o_r)[:, None]
-        if PREFETCH:
-            b_w, b_u, b_kap, b_gr = n_w, n_u, n_kap, n_gr
-            n_w, n_u, n_kap, n_gr = _h_inputs(k, e, g, w, u, i_t + 1, sc0, bos, L, i_h, o_r, o_k, m_k, o_v, m_v,
-                                              H, K, V, BT, USE_G)
-        else:
-            b_w = tl.load(w + p_rows * K + o_k[None, :], mask=m_k[None, :], other=0.)
-            b_u = tl.load(u + p_rows * V + o_v[None, :], mask=m_v[None, :], other=0.)
+        b_w = tl.load(w + p_rows * K + o_k[None, :], mask=m_k[None, :], other=0.)
+        b_u = tl.load(u + p_rows * V + o_v[None, :], mask=m_v[None, :], other=0.)
         b_d = b_u.to(tl.float32) - tl.dot(b_w.to(DT), b_S.to(DT), input_precision=PREC)
         if STORE_VN:
             tl.store(vn + p_rows * V + o_v[None, :], b_d.to(vn.dtype.element_ty), mask=m_v[None, :])
@@ -290,13 +259,9 @@ def eda_fwd_h_kernel(
             t_r = i_t * BT + o_r // 2
             m_r = t_r < L
             tok = bos + t_r
-            if PREFETCH:
-                b_G, b_gl = tl.cumsum(b_gr, axis=0), tl.sum(b_gr, axis=0)
-            else:
-                b_kap = _load_kappa(k, e, tok, i_h, ev, m_r, o_k, m_k, H, K)
-                if USE_G:
-                    b_G, b_gl = _row_decay(g, tok, i_h, ev, m_r, H)
+            b_kap = _load_kappa(k, e, tok, i_h, ev, m_r, o_k, m_k, H, K)
             if USE_G:
+                b_G, b_gl = _row_decay(g, tok, i_h, ev, m_r, H)
                 b_kd = b_kap * tl.exp(b_gl - b_G)[:, None]
                 b_dec = tl.exp(b_gl)
             else:
@@ -497,6 +462,7 @@ def eda_fwd_h2_kernel(
     BV: tl.constexpr, USE_G: tl.constexpr, STORE_H: tl.constexpr, STORE_VN: tl.constexpr,
     FUSE_O: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, DT: tl.constexpr, VR: tl.constexpr, PREFETCH: tl.constexpr = False,
+    pair_offsets=None, NC2=0, PAIRS: tl.constexpr = False,
 ):
     """The state recurrence on the chunk inverse (config ``delta: tm``): one (sequence, head,
     V tile), S [K, BV] in registers. The chunk's rows are taken as two blocks of BT rows, the
@@ -512,10 +478,15 @@ def eda_fwd_h2_kernel(
     blocks of (Q kappa^T * e^(G_i - G_j) * [j <= i]) Delta.
 
     PREFETCH (config ``h_prefetch``): the next chunk's inputs are loaded at the top of each step,
-    before this chunk's products, and carried to the next step (``_h2_loads``)."""
+    before this chunk's products, and carried to the next step (``_h2_loads``).
+
+    The backward's states recompute (config ``bwd_h: tm``) runs it with STORE_H and STORE_VN (Delta
+    in float32 over the backward's U buffer); PAIRS as in ``eda_fwd_h_kernel``."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, L, sc0 = _seq_coords(i_n, i_h, i_nh, T, NCT, cu_seqlens, chunk_offsets, IS_VARLEN)
+    if PAIRS:
+        ps0 = _pair_slot(i_n, i_h, i_nh, NC2, pair_offsets, IS_VARLEN)
     NT = tl.cdiv(L, BT)
     NR: tl.constexpr = 2 * BT
     o_t = tl.arange(0, BT)
@@ -537,7 +508,11 @@ def eda_fwd_h2_kernel(
     for i_t in range(NT):
         sc = sc0 + i_t
         if STORE_H:
-            tl.store(h + sc * K * V + p_kv, b_S.to(h.dtype.element_ty), mask=m_kv)
+            if PAIRS:
+                if i_t % 2 == 0:
+                    tl.store(h + (ps0 + i_t // 2) * K * V + p_kv, b_S.to(h.dtype.element_ty), mask=m_kv)
+            else:
+                tl.store(h + sc * K * V + p_kv, b_S.to(h.dtype.element_ty), mask=m_kv)
         m_t = (i_t * BT + o_t) < L
         tok = bos + i_t * BT + o_t
         if PREFETCH:
