@@ -27,7 +27,14 @@ import torch
 
 from eda_tune.checking import make_inputs, run_and_check
 from eda_tune.problem import Problem
-from kernel_variants.triton.chunk import TritonParams, chunk_eda_bwd_triton, params_call, scratch_override
+from kernel_variants.triton.chunk import (
+    TritonParams,
+    chunk_eda_bwd_triton,
+    chunk_eda_fwd,
+    keeps_tm,
+    params_call,
+    scratch_override,
+)
 
 OUT = os.environ.get("OUT", "results/bench")
 CUDA = torch.cuda.is_available()
@@ -91,9 +98,13 @@ def _timing(p: TritonParams, tag: str, shape: str, problem: Problem, B: int, T: 
     rec: dict[str, Any] = {"shape": shape, "tag": tag, "config": p.__dict__, "fwdbwd_ms": bench(step, grad_to_none=xs)}
     a = [x.detach() for x in xs]
     if p.segments == 1:  # the pieces of the uncut backward
+        # the forward's chunk inverse, which a training forward keeps for the backward (bwd_tm)
+        cache: dict[str, torch.Tensor] = {}
+        if keeps_tm(p):
+            chunk_eda_fwd(*a[:7], K ** -0.5, None, False, None, None, p, tm_cache=cache)
         for s in (1, 2, 3):
             rec[f"bwd_ms_stages{s}"] = bench(lambda s=s: chunk_eda_bwd_triton(
-                *a[:7], K ** -0.5, None, None, None, do, None, p, stages=s))
+                *a[:7], K ** -0.5, None, None, None, do, None, p, stages=s, tm_cache=dict(cache)))
         rec["intra_ms"] = rec["bwd_ms_stages3"] - rec["bwd_ms_stages2"]
         rec["recurrence_ms"] = rec["bwd_ms_stages2"] - rec["bwd_ms_stages1"]
     for x in xs:

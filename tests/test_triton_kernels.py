@@ -865,20 +865,22 @@ BWD_PREFETCH_CASES = {
 
 
 @pytest.mark.parametrize("case", list(BWD_PREFETCH_CASES))
-def test_bwd_prefetch(case: str) -> None:
-    """``bwd_prefetch``: the backward's dS scan loading the inputs of the chunk before it ahead
-    gives every gradient of the float64 recurrence."""
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_bwd_prefetch(case: str, prefetch: bool) -> None:
+    """``bwd_prefetch`` (the default) and without: the backward's dS scan loading the inputs of the
+    chunk before it ahead, or each in its own step, gives every gradient of the float64 recurrence
+    (with the states recomputed from W and U, ``bwd_h: wu``)."""
     problem, kw = BWD_PREFETCH_CASES[case]
-    params = TritonParams(**{"BT": 16, "BK": 32, "BV": 16, **kw}, bwd_prefetch=True)
+    params = TritonParams(**{"BT": 16, "BK": 32, "BV": 16, **kw}, bwd_prefetch=prefetch, bwd_h="wu")
     _check(problem, params, seed=47, grads=True, tol=1e-5)
 
 
 @pytest.mark.parametrize("case", list(BWD_PREFETCH_CASES))
 @pytest.mark.parametrize("prefetch", [False, True])
 def test_bwd_h_tm(case: str, prefetch: bool) -> None:
-    """``bwd_h: tm``: the backward's states and Delta recomputed by the forward's state kernel from
-    the kept chunk inverse (with and without its loading ahead) give every gradient of the float64
-    recurrence; K tiles of the gradient kernel, pairs of states and the pieces included."""
+    """``bwd_h: tm`` (the default): the backward's states and Delta recomputed by the forward's state
+    kernel from the kept chunk inverse (with and without its loading ahead) give every gradient of
+    the float64 recurrence; K tiles of the gradient kernel, pairs of states and the pieces included."""
     problem, kw = BWD_PREFETCH_CASES[case]
     kw = {"bk_grad": 16, **kw}  # the path needs Delta stored: the K-tiled per-chunk gradients
     params = TritonParams(**{"BT": 16, "BK": 32, "BV": 16, **kw}, bwd_h="tm", h_prefetch=prefetch)

@@ -137,16 +137,21 @@ class TritonParams:
     # each chunk's inputs in its own step, as before
     h_prefetch: bool = True
     # the same in the backward's dS scan (``eda_bwd_dh_kernel``): each step loads the inputs of
-    # the chunk before it first. Not searched. H200 run 68 (one call, dS scan and per-chunk
-    # gradients): S1 2.423 -> 2.272 ms, S5 5.262 -> 4.520. (The states recompute loading ahead
-    # the same way was slower, 1.539 -> 1.583 at S1 and 1.280 -> 2.195 at S5: removed.)
-    bwd_prefetch: bool = False
+    # the chunk before it first. Not searched; the default since run 69: H200 run 68 (one call,
+    # dS scan and per-chunk gradients) S1 2.423 -> 2.272 ms, S5 5.262 -> 4.520; run 69 fwd+bwd with
+    # bwd_h "tm" S1 7.096 -> 6.952, S4 5.188 -> 5.064, S5 8.940 -> 8.192, same errors. (The states
+    # recompute loading ahead the same way was slower, 1.539 -> 1.583 at S1 and 1.280 -> 2.195 at
+    # S5: removed.)
+    bwd_prefetch: bool = True
     # the backward's states recompute (with the forward's Tm kept, ``bwd_tm: wu``, and the K-tiled
     # per-chunk gradients, ``bk_grad``): "wu" (the W/U kernel writes W and U, ``eda_fwd_h_kernel``
     # forms Delta = U - W S from them) or "tm" (the W/U kernel writes W alone, for the dS scan; the
     # forward's state kernel ``eda_fwd_h2_kernel`` forms Delta from Tm as in the forward, storing
-    # the states and Delta: U never goes through memory). Not searched
-    bwd_h: str = "wu"
+    # the states and Delta: U never goes through memory). Not searched; "tm" is the default since
+    # H200 run 69 (one call, fwd+bwd): S1 7.379 -> 7.096 ms, S4 (16 pieces) 5.324 -> 5.188, S5
+    # 9.055 -> 8.940; the same peak (Tm is freed after the states kernel, before the peak); every
+    # gradient's error the same or lower (S1-err)
+    bwd_h: str = "tm"
 
     def __post_init__(self) -> None:
         for name, known in (("dh_dots", tuple(DH_DOTS)), ("wu_dots", ("input", "tf32")),
