@@ -207,6 +207,9 @@ def main() -> None:
                 "bh_tm": {"bwd_h": "tm"}, "bh_tm_bpre": {"bwd_h": "tm", "bwd_prefetch": True},
                 "bh_tm_pairs": {"bwd_h": "tm", "bwd_states": "pairs"},
                 "bh_tm_nopre": {"bwd_h": "tm", "h_prefetch": False},
+                # the dS scan forming W^T dDelta from Tm as well: no W/U kernel (bwd_h: tm_dh)
+                "bh_tmdh": {"bwd_h": "tm_dh"}, "bh_tmdh_nobpre": {"bwd_h": "tm_dh", "bwd_prefetch": False},
+                "bh_wu": {"bwd_h": "wu"}, "nobpre": {"bwd_prefetch": False}, "intra_w2": {"warps_intra": 2},
                 **{f"seg{n}": {"segments": n} for n in (1, 2, 4, 8, 16)},
                 **{f"seg{n}_autograd": {"segments": n, "seg_bwd": "autograd"} for n in (4, 8, 16)},
                 **{f"seg{n}_half": {"segments": n, "bwd_scratch": "half"} for n in (4, 8, 16)},

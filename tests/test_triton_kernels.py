@@ -876,14 +876,18 @@ def test_bwd_prefetch(case: str, prefetch: bool) -> None:
 
 
 @pytest.mark.parametrize("case", list(BWD_PREFETCH_CASES))
-@pytest.mark.parametrize("prefetch", [False, True])
-def test_bwd_h_tm(case: str, prefetch: bool) -> None:
+@pytest.mark.parametrize("bwd_h,h_prefetch,bwd_prefetch", [("tm", False, True), ("tm", True, True),
+                                                           ("tm_dh", True, True), ("tm_dh", True, False)])
+def test_bwd_h_tm(case: str, bwd_h: str, h_prefetch: bool, bwd_prefetch: bool) -> None:
     """``bwd_h: tm`` (the default): the backward's states and Delta recomputed by the forward's state
-    kernel from the kept chunk inverse (with and without its loading ahead) give every gradient of
-    the float64 recurrence; K tiles of the gradient kernel, pairs of states and the pieces included."""
+    kernel from the kept chunk inverse (with and without its loading ahead); ``tm_dh``: the dS scan
+    forming W^T dDelta from it too (with and without the scan's loading ahead). Every gradient of
+    the float64 recurrence; K tiles of the gradient kernel, pairs of states (which keep W) and the
+    pieces (two dS scans) included."""
     problem, kw = BWD_PREFETCH_CASES[case]
     kw = {"bk_grad": 16, **kw}  # the path needs Delta stored: the K-tiled per-chunk gradients
-    params = TritonParams(**{"BT": 16, "BK": 32, "BV": 16, **kw}, bwd_h="tm", h_prefetch=prefetch)
+    params = TritonParams(**{"BT": 16, "BK": 32, "BV": 16, **kw}, bwd_h=bwd_h, h_prefetch=h_prefetch,
+                          bwd_prefetch=bwd_prefetch)
     _check(problem, params, seed=48, grads=True, tol=1e-5)
 
 
@@ -908,3 +912,12 @@ def test_gpu_bf16_bwd_h_tm(pairs: bool) -> None:
                       final_state=True, training=True, device="cuda")
     params = TritonParams(bwd_h="tm", bk_grad=128, bwd_states="pairs" if pairs else "every")
     _check(problem, params, seed=33, grads=True, tol=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("varlen", [False, True])
+def test_gpu_bf16_bwd_h_tm_dh(varlen: bool) -> None:
+    problem = Problem(B=1 if varlen else 2, T=300, H=4, K=128, V=100, dtype="bfloat16", initial_state=True,
+                      final_state=True, training=True, device="cuda", num_seqs=3 if varlen else 0)
+    _check(problem, TritonParams(bwd_h="tm_dh", bk_grad=128), seed=34, grads=True, tol=2e-2)

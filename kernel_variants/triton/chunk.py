@@ -147,7 +147,9 @@ class TritonParams:
     # per-chunk gradients, ``bk_grad``): "wu" (the W/U kernel writes W and U, ``eda_fwd_h_kernel``
     # forms Delta = U - W S from them) or "tm" (the W/U kernel writes W alone, for the dS scan; the
     # forward's state kernel ``eda_fwd_h2_kernel`` forms Delta from Tm as in the forward, storing
-    # the states and Delta: U never goes through memory). Not searched; "tm" is the default since
+    # the states and Delta: U never goes through memory), or "tm_dh" (as "tm", and the dS scan
+    # forms W^T dDelta from Tm as well, so no W/U kernel runs; with ``bwd_states: pairs``, whose
+    # gradient kernel reads W, as "tm"). Not searched; "tm" is the default since
     # H200 run 69 (one call, fwd+bwd): S1 7.379 -> 7.096 ms, S4 (16 pieces) 5.324 -> 5.188, S5
     # 9.055 -> 8.940; the same peak (Tm is freed after the states kernel, before the peak); every
     # gradient's error the same or lower (S1-err)
@@ -156,7 +158,7 @@ class TritonParams:
     def __post_init__(self) -> None:
         for name, known in (("dh_dots", tuple(DH_DOTS)), ("wu_dots", ("input", "tf32")),
                             ("bwd_tm", BWD_TM), ("bwd_states", ("every", "pairs")),
-                            ("tm_solver", ("doubling", "blocks")), ("bwd_h", ("wu", "tm"))):
+                            ("tm_solver", ("doubling", "blocks")), ("bwd_h", ("wu", "tm", "tm_dh"))):
             if getattr(self, name) not in known:
                 raise ValueError(f"{name} must be one of {known}, got {getattr(self, name)!r}")
 
@@ -526,7 +528,6 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
     f32 = torch.float32
     dt = _dot_dtype(q.dtype)
 
-    w = torch.empty(B, H, NCT, NR, K, dtype=SCRATCH_OVERRIDE.get("w", sdt), device=q.device)
     # U in float32 unless bwd_scratch is "half": Delta = U - W S cancels, so U's 16-bit rounding
     # was amplified in Delta and from it in dg and dq (H200 run 50: dg 1.03x -> 0.94x fla's error,
     # fwd+bwd 8.44 -> 8.53 ms and 256 MiB more at S1); with bk_grad Delta is stored over U, in float32
@@ -538,8 +539,13 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
     gradk = p.bk_grad > 0 and p.bwd_rec == "split" and p.bwd_intra != "fused"
 
     tm = tm_cache.pop("tm", None) if tm_cache is not None and keeps_tm(p) else None
-    # bwd_h "tm": the states kernel forms Delta from Tm (no U); it needs Delta stored (gradk)
-    h2 = tm is not None and gradk and p.bwd_h == "tm"
+    # bwd_h "tm": the states kernel forms Delta from Tm (no U); it needs Delta stored (gradk).
+    # "tm_dh": the dS scan forms W^T dDelta from Tm too (no W): no W/U kernel at all (not with
+    # pairs, whose per-chunk gradient kernel reads W)
+    pairs = gradk and p.bwd_states == "pairs"
+    h2 = tm is not None and gradk and p.bwd_h in ("tm", "tm_dh")
+    no_w = h2 and p.bwd_h == "tm_dh" and not pairs
+    w = dummy if no_w else torch.empty(B, H, NCT, NR, K, dtype=SCRATCH_OVERRIDE.get("w", sdt), device=q.device)
 
     def launch_wu(bv: int, ns: int) -> None:
         eda_fwd_wu_kernel[(NCT, B * H)](
@@ -549,13 +555,13 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             tm=tm if tm is not None else dummy, USE_TM=tm is not None, STORE_U=not h2, num_warps=p.warps_bwd,
             num_stages=ns)
 
-    _with_fallback(launch_wu, BV, p.num_stages)
+    if not no_w:
+        _with_fallback(launch_wu, BV, p.num_stages)
     if not h2:
         tm = None  # freed before the backward's peak
     # bwd_states "pairs" (with the K-tiled per-chunk gradients): the chunk states and their
     # gradients are kept for every other chunk (one slot per pair), the per-chunk gradient kernel
     # rebuilds the others: h and dS take half the memory (1 GiB less at S5 and at S1)
-    pairs = gradk and p.bwd_states == "pairs"
     po, NC2 = _pair_index(T, seqlens, BT, q.device) if pairs else (None, NCT)
     h = torch.empty(B, H, NC2, K, V, dtype=SCRATCH_OVERRIDE.get("h", sdt), device=q.device)
 
@@ -574,7 +580,8 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
                 co, T, NCT, USE_KD=False, **common)
 
     _with_fallback(launch_h, BV, p.num_stages)
-    tm = None
+    if not no_w:
+        tm = None
     if stages <= 1:
         return (None,) * 8
 
@@ -617,6 +624,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             IS_VARLEN=varlen, PREC=p.precision, DT=tl.float32 if p.dh_dots == "tf32" else dt, USE_G=use_g,
             STORE_DH=store_dh, du=dU, OPS=DH_DOTS[p.dh_dots],
             STORE_DU=gradk and store_dh, pair_offsets=po, NC2=NC2, PAIRS=pairs, PREFETCH=p.bwd_prefetch,
+            tm=tm if no_w else dummy, beta=beta, gamma=gamma, USE_TM=no_w,
             num_warps=_override(p.warps_dh, p.warps_h), num_stages=ns)
 
     def launch_grad(bv: int, ns: int) -> None:
@@ -647,6 +655,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             _with_fallback(launch_dh, _override(p.bv_dh, BV, V), _override(p.stages_dh, p.num_stages))
             dht_, store_dh = exit_grads(dh0).to(f32).contiguous(), True
         _with_fallback(launch_dh, _override(p.bv_dh, BV, V), _override(p.stages_dh, p.num_stages))
+        tm = None
         if gradk and not pairs:
             # W is dead after the dS scan here (the K-tiled kernel reads Delta, not W and U): free
             # it before the per-chunk gradients are allocated (the backward's peak is in the next

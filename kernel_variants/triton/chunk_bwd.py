@@ -220,15 +220,34 @@ def _do_tile(do, bos, i_t, o_t, m_t, i_h, o_v, m_v, H: tl.constexpr, V: tl.const
 
 @triton.jit
 def _dh_inputs(w, do, q, k, e, g, i_t, sc0, bos, L, i_h, o_r, o_t, o_k, m_k, o_v, m_v, H: tl.constexpr,
-               K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr):
+               K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, USE_G: tl.constexpr, DT: tl.constexpr,
+               tm=None, beta=None, gamma=None, USE_TM: tl.constexpr = False):
     """What the dS scan reads of chunk ``i_t`` (zeros for ``i_t`` < 0, the prefetch after the
-    first chunk): ``_bwd_inputs``, dO [BT, BV] (DT) and W [NR, BK] (DT)."""
+    first chunk): ``_bwd_inputs``, dO [BT, BV] (DT) and W [NR, BK] (DT); with USE_TM, in W's place
+    Tm diag(b e^G) [NR, NR] (DT): the chunk inverse permuted to the interleaved rows, its columns
+    times the rows' strengths and decay, so that W = Tm diag(b e^G) kappa."""
     NR: tl.constexpr = 2 * BT
     b_kap, b_q, b_gr, b_gt = _bwd_inputs(q, k, e, g, i_t, bos, L, i_h, o_r, o_t, o_k, m_k, H, K, BT, USE_G, True)
     t_q = i_t * BT + o_t
     b_do = _do_tile(do, bos, i_t, o_t, (t_q < L) & (t_q >= 0), i_h, o_v, m_v, H, V, BT, DT)
-    m_w = ((i_t + 0 * o_r) >= 0)[:, None] & m_k[None, :]
-    b_w = tl.load(w + ((sc0 + i_t) * NR + o_r)[:, None] * K + o_k[None, :], mask=m_w, other=0.).to(DT)
+    m_c = (i_t + 0 * o_r) >= 0
+    if USE_TM:
+        ev = (o_r % 2) == 0
+        # interleaved row r is row r // 2 of the erase block (even r) or of the write block
+        p_r = o_r // 2 + tl.where(ev, 0, BT)
+        b_tm = tl.load(tm + (sc0 + i_t) * NR * NR + p_r[:, None] * NR + p_r[None, :],
+                       mask=m_c[:, None] & m_c[None, :], other=0.).to(tl.float32)
+        t_r = i_t * BT + o_r // 2
+        m_r = (t_r < L) & (t_r >= 0)
+        tok = bos + t_r
+        b_bg = tl.where(ev, tl.load(gamma + tok * H + i_h, mask=m_r, other=0.),
+                        tl.load(beta + tok * H + i_h, mask=m_r, other=0.)).to(tl.float32)
+        if USE_G:
+            b_bg = b_bg * tl.exp(tl.cumsum(b_gr, axis=0))
+        b_w = (b_tm * b_bg[None, :]).to(DT)
+    else:
+        b_w = tl.load(w + ((sc0 + i_t) * NR + o_r)[:, None] * K + o_k[None, :], mask=m_c[:, None] & m_k[None, :],
+                      other=0.).to(DT)
     return b_kap, b_q, b_gr, b_gt, b_do, b_w
 
 
@@ -239,7 +258,8 @@ def eda_bwd_dh_kernel(
     BV: tl.constexpr, USE_DHT: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
     DT: tl.constexpr, USE_G: tl.constexpr, STORE_DH: tl.constexpr = True, du=None,
     STORE_DU: tl.constexpr = False, OPS: tl.constexpr = 0, pair_offsets=None, NC2=0,
-    PAIRS: tl.constexpr = False, PREFETCH: tl.constexpr = False,
+    PAIRS: tl.constexpr = False, PREFETCH: tl.constexpr = False, tm=None, beta=None, gamma=None,
+    USE_TM: tl.constexpr = False,
 ):
     """The sequential part of the backward (config ``bwd_rec: split``): only dS, carried
     backwards through the chunks, dS <- Qg^T dO + dec dS - W^T (Aqk^T dO + Kd dS); stores the
@@ -251,7 +271,9 @@ def eda_bwd_dh_kernel(
     has one slot per pair of chunks and holds the gradient leaving the odd chunks (and the last
     chunk); ``eda_bwd_gradk_kernel`` rebuilds the even chunks' from the next chunk's. PREFETCH
     (config ``bwd_prefetch``): each step loads the inputs of the chunk before it (kappa, q, g, dO,
-    W) ahead of its own products and carries them."""
+    W) ahead of its own products and carries them. USE_TM (config ``bwd_h: tm_dh``): W is not
+    read; W^T dDelta is formed as kappa^T diag(b e^G) (Tm^T dDelta) from the forward's chunk
+    inverse (``_dh_inputs``), so the backward needs no W/U kernel."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, L, sc0 = _seq_coords(i_n, i_h, i_nh, T, NCT, cu_seqlens, chunk_offsets, IS_VARLEN)
@@ -273,7 +295,8 @@ def eda_bwd_dh_kernel(
         b_dS += tl.load(dht + i_nh * K * V + p_kv, mask=m_kv, other=0.)
     if PREFETCH:
         n_kap, n_q, n_gr, n_gt, n_do, n_w = _dh_inputs(w, do, q, k, e, g, NT - 1, sc0, bos, L, i_h, o_r, o_t,
-                                                      o_k, m_k, o_v, m_v, H, K, V, BT, USE_G, DT)
+                                                      o_k, m_k, o_v, m_v, H, K, V, BT, USE_G, DT, tm, beta,
+                                                      gamma, USE_TM)
     for i_t in range(NT - 1, -1, -1):
         sc = sc0 + i_t
         if STORE_DH:
@@ -285,7 +308,13 @@ def eda_bwd_dh_kernel(
         if PREFETCH:
             b_kap, b_q, b_gr, b_gt, b_do, b_w = n_kap, n_q, n_gr, n_gt, n_do, n_w
             n_kap, n_q, n_gr, n_gt, n_do, n_w = _dh_inputs(w, do, q, k, e, g, i_t - 1, sc0, bos, L, i_h, o_r, o_t,
-                                                          o_k, m_k, o_v, m_v, H, K, V, BT, USE_G, DT)
+                                                          o_k, m_k, o_v, m_v, H, K, V, BT, USE_G, DT, tm, beta,
+                                                          gamma, USE_TM)
+        elif USE_TM:
+            b_kap, b_q, b_gr, b_gt, b_do, b_w = _dh_inputs(w, do, q, k, e, g, i_t, sc0, bos, L, i_h, o_r, o_t,
+                                                          o_k, m_k, o_v, m_v, H, K, V, BT, USE_G, DT, tm, beta,
+                                                          gamma, USE_TM)
+        if PREFETCH or USE_TM:
             b_kd, b_qg, b_a, b_dec, b_kf = _bwd_from_inputs(b_kap, b_q, b_gr, b_gt, scale, o_r, o_t, BT, USE_G,
                                                             DT, PREC, OPS)
         else:
@@ -301,8 +330,13 @@ def eda_bwd_dh_kernel(
         if STORE_DU:
             tl.store(du + (sc * NR + o_r)[:, None] * V + o_v[None, :], b_dd.to(du.dtype.element_ty),
                      mask=m_v[None, :])
-        b_dS = (tl.dot(tl.trans(b_qg), b_do.to(b_qg.dtype), input_precision=PREC) + b_dec * b_dS
-                - tl.dot(tl.trans(b_w), b_dd.to(DT), input_precision=PREC))
+        if USE_TM:  # W^T dDelta = kappa^T (Tm diag(b e^G))^T dDelta
+            b_y = tl.dot(tl.trans(b_w), b_dd.to(DT), input_precision=PREC)
+            b_dS = (tl.dot(tl.trans(b_qg), b_do.to(b_qg.dtype), input_precision=PREC) + b_dec * b_dS
+                    - tl.dot(tl.trans(b_kap.to(DT)), b_y.to(DT), input_precision=PREC))
+        else:
+            b_dS = (tl.dot(tl.trans(b_qg), b_do.to(b_qg.dtype), input_precision=PREC) + b_dec * b_dS
+                    - tl.dot(tl.trans(b_w), b_dd.to(DT), input_precision=PREC))
     tl.store(dh0 + i_nh * K * V + p_kv, b_dS, mask=m_kv)
 
 
