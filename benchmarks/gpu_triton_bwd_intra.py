@@ -210,6 +210,11 @@ def main() -> None:
                 # the dS scan forming W^T dDelta from Tm as well: no W/U kernel (bwd_h: tm_dh)
                 "bh_tmdh": {"bwd_h": "tm_dh"}, "bh_tmdh_nobpre": {"bwd_h": "tm_dh", "bwd_prefetch": False},
                 "bh_wu": {"bwd_h": "wu"}, "nobpre": {"bwd_prefetch": False}, "intra_w2": {"warps_intra": 2},
+                # fewer warps for the parallel per-chunk kernels (more programs an SM)
+                "intra_w1": {"warps_intra": 1}, "intra_w4": {"warps_intra": 4}, "grad_w2": {"warps_grad": 2},
+                "grad_w1": {"warps_grad": 1}, "w2both": {"warps_intra": 2, "warps_grad": 2},
+                "w2_tmdh": {"warps_intra": 2, "bwd_h": "tm_dh"},
+                "w2_grad8": {"warps_intra": 2, "warps_grad": 8},
                 **{f"seg{n}": {"segments": n} for n in (1, 2, 4, 8, 16)},
                 **{f"seg{n}_autograd": {"segments": n, "seg_bwd": "autograd"} for n in (4, 8, 16)},
                 **{f"seg{n}_half": {"segments": n, "bwd_scratch": "half"} for n in (4, 8, 16)},

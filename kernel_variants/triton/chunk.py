@@ -104,7 +104,11 @@ class TritonParams:
     wu_dots: str = "input"
     bk_intra: int = 0
     bv_intra: int = 0
-    warps_intra: int = 0
+    # warps of the intra-chunk backward kernel (bwd_intra triton or triton2; 0: warps_bwd). 2 since
+    # H200 run 71 (one call, fwd+bwd against its 4 warps): S1 6.953 -> 6.461 ms (the kernel 2.98 ->
+    # 2.48), S3 6.778 -> 6.128, S4 5.071 (run 70) -> 4.802, S5 8.230 -> 7.765; 1 warp: S1 9.106. The
+    # per-chunk gradient kernel at 2 warps was slower at S1 (7.642), so warps_bwd stays 4 there
+    warps_intra: int = 2
     stages_intra: int = 0
     # programs per SM of the persistent fused backward kernel (bwd_intra: fused)
     fused_per_sm: int = 2
@@ -149,10 +153,14 @@ class TritonParams:
     # forward's state kernel ``eda_fwd_h2_kernel`` forms Delta from Tm as in the forward, storing
     # the states and Delta: U never goes through memory), or "tm_dh" (as "tm", and the dS scan
     # forms W^T dDelta from Tm as well, so no W/U kernel runs; with ``bwd_states: pairs``, whose
-    # gradient kernel reads W, as "tm"). Not searched; "tm" is the default since
+    # gradient kernel reads W, as "tm"). Searched ("tm", "tm_dh"; "wu" is an override); "tm" is the
+    # space's default since
     # H200 run 69 (one call, fwd+bwd): S1 7.379 -> 7.096 ms, S4 (16 pieces) 5.324 -> 5.188, S5
     # 9.055 -> 8.940; the same peak (Tm is freed after the states kernel, before the peak); every
-    # gradient's error the same or lower (S1-err)
+    # gradient's error the same or lower (S1-err). "tm_dh" (run 70, against "tm"): S1 7.032 against
+    # 6.953, S4 5.160 against 5.071, S5 7.298 against 8.191 (W at K = 256 is a [32, 256] load a
+    # step, Tm [32, 32]); with the intra kernel at 2 warps S5 6.912 against 7.765 (run 71): the
+    # backend's default for training at K > 128 (backend.default_config)
     bwd_h: str = "tm"
 
     def __post_init__(self) -> None:
@@ -173,7 +181,8 @@ class TritonParams:
                    segments=int(config["segments"]), bwd_scratch=str(config["bwd_scratch"]),
                    bv_grad=int(config["bv_grad"]), stages_grad=int(config["stages_grad"]),
                    stages_dh=int(config["stages_dh"]), warps_grad=int(config["warps_grad"]),
-                   bk_grad=int(config["bk_grad"]), bwd_states=str(config["bwd_states"]))
+                   bk_grad=int(config["bk_grad"]), bwd_states=str(config["bwd_states"]),
+                   bwd_h=str(config["bwd_h"]))
 
 
 #: values of TritonParams.dh_dots and the dS kernel's OPS bit mask for each ("tf32": float32 DT)
@@ -696,8 +705,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
                 dq, dk, de, dv, dg if dg is not None else dummy, dbeta, dgamma, cu_seqlens, ci, scale,
                 T, NCT, B * H, H=H, K=K, V=V, BT=BT, BKG=BKp, BVG=min(_override(p.bv_grad, BV, V), bv),
                 BK=_override(p.bk_intra, BK, K), BV=bv, LOG2N=int(math.log2(NR)), USE_G=use_g,
-                IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=_override(p.warps_intra, p.warps_bwd),
-                num_stages=ns)
+                IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=p.warps_bwd, num_stages=ns)
 
         _with_fallback(launch_fused, _override(p.bv_intra, BV, V), _override(p.stages_grad, p.num_stages))
         return dq, dk, dv, de, dg, dbeta, dgamma, (dh0.to(h0.dtype) if h0 is not None else None)
