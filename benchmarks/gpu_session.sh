@@ -19,7 +19,7 @@
 #            TRIAL_TIMEOUT (default 60 s) kills a slower trial (torch_compile's max-autotune modes
 #            compile for longer);
 #   BENCH_S  bench ONLY (shapes of the standard set) for BENCH_BACKENDS, default and tuned configs,
-#            fla's baselines, floors (BENCH_FWD_ONLY=1: forward only);
+#            fla's baselines, floors (BENCH_FWD_ONLY=1: forward only; BENCH_NO_TUNED=1: no tuned configs);
 #   TESTS_S  the gpu-marked tests (TESTS_K: a pytest -k expression; all when empty);
 #   CHECK_S  `eda-tune check` of CHECK_BACKENDS (default: every backend and fla) at CHECK_ONLY shapes
 #            (default: all of its GPU set; CHECK_SHAPES: another shapes file); reports in $OUT/check;
@@ -107,7 +107,7 @@ if [ "${TUNE_S:-150}" -gt 0 ]; then
 fi
 if [ "${BENCH_S:-150}" -gt 0 ]; then
   timeout "$BENCH_S" python3 -m eda_tune bench --only "${ONLY:-S1}" --backends "${BENCH_BACKENDS:-triton,fla_gdp,fla_gdr}" \
-    ${BENCH_FWD_ONLY:+--fwd-only} --out "$OUT/bench" >> "$LOG" 2>&1
+    ${BENCH_FWD_ONLY:+--fwd-only} ${BENCH_NO_TUNED:+--no-tuned} --out "$OUT/bench" >> "$LOG" 2>&1
   echo "bench: rc $?" | tee -a "$LOG"
 fi
 if [ "${CHECK_S:-0}" -gt 0 ]; then
