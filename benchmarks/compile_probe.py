@@ -5,6 +5,7 @@ Hopper, and what it does to register pressure, on a machine with no GPU.
     python3 benchmarks/compile_probe.py            # the backward's kernels at S1 (K = V = 128, BV 64)
     python3 benchmarks/compile_probe.py --shape S5 # at S5's default (K = V = 256, BV 32)
     python3 benchmarks/compile_probe.py --fwd      # the forward's chunk-inverse and state kernels
+    python3 benchmarks/compile_probe.py --intra    # the intra kernel: warps, K tiles, register caps
 
 Both with fp32 and 16-bit per-chunk scratch; the state kernels (recompute, dS) once.
 """
@@ -25,7 +26,7 @@ from kernel_variants.triton import chunk_bwd as cb  # noqa: E402
 from kernel_variants.triton import chunk_fwd as cf_  # noqa: E402
 
 
-def probe(fn, types, consts, label, num_warps=4, num_stages=2):
+def probe(fn, types, consts, label, num_warps=4, num_stages=2, maxnreg=None):
     names = fn.arg_names
     sig = {n: types.get(n, "constexpr") for n in names}
     cst = {}
@@ -34,8 +35,10 @@ def probe(fn, types, consts, label, num_warps=4, num_stages=2):
             sig[n] = "constexpr"
             cst[(i,)] = consts[n]
     src = ASTSource(fn=fn, signature=sig, constexprs=cst)
-    k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": num_warps, "num_stages": num_stages})
+    options = {"num_warps": num_warps, "num_stages": num_stages}
+    if maxnreg:
+        options["maxnreg"] = maxnreg  # the launch option maxnreg (TritonParams.maxnreg_intra)
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(k.asm["cubin"])
         path = f.name
@@ -83,6 +86,21 @@ def run(scratch, K, BV, BVG, states):
               f"h2 (states recompute, bwd_h tm) BV={BV}")
 
 
+def run_intra(K, BV):
+    """The intra kernel (fp32 per-chunk gradients) at 2 and 4 warps, K tiles of 64 and 32, with and
+    without a register cap (TritonParams warps_intra, bk_intra, maxnreg_intra)."""
+    t = {n: "*bf16" for n in ("q", "k", "e", "v", "dq", "dk", "de", "dv")}
+    t.update({n: "*fp32" for n in ("du", "dw", "dqg", "daqk", "dkd", "ddec", "g", "beta", "gamma", "dg", "dbeta",
+                                   "dgamma")})
+    t.update({"scale": "fp32", "cu_seqlens": "*i32", "chunk_indices": "*i32", "T": "i32", "NCT": "i32"})
+    common = {"H": 16, "K": K, "V": K, "BT": 16, "BV": BV, "IS_VARLEN": False, "PREC": "tf32", "DT": tl.bfloat16,
+              "USE_G": True, "LOG2N": 5}
+    for warps, cap in ((4, None), (2, None), (4, 168), (2, 168), (2, 128)):
+        for bk in (64, 32):
+            probe(cb.eda_bwd_intra_kernel, t, dict(common, BK=bk), f"intra warps={warps} BK={bk} maxnreg={cap}",
+                  num_warps=warps, maxnreg=cap)
+
+
 def run_fwd(K, BV):
     """The forward's two kernels at the default (delta tm, fuse_o): the chunk inverse (both solvers,
     1 and 2 warps) and the state kernel with and without ``h_prefetch`` (4 warps)."""
@@ -104,10 +122,14 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", choices=["S1", "S5"], default="S1")
     ap.add_argument("--fwd", action="store_true", help="the forward's kernels instead of the backward's")
+    ap.add_argument("--intra", action="store_true", help="the intra kernel at 2 and 4 warps, K tiles, register caps")
     a = ap.parse_args()
     K, BV = (256, 32) if a.shape == "S5" else (128, 64)
     if a.fwd:
         run_fwd(K, BV)
+        sys.exit(0)
+    if a.intra:
+        run_intra(K, BV)
         sys.exit(0)
     for i, scratch in enumerate(("fp32", "half")):
         run(scratch, K, BV, 32, states=i == 0)

@@ -215,6 +215,11 @@ def main() -> None:
                 "grad_w1": {"warps_grad": 1}, "w2both": {"warps_intra": 2, "warps_grad": 2},
                 "w2_tmdh": {"warps_intra": 2, "bwd_h": "tm_dh"},
                 "w2_grad8": {"warps_intra": 2, "warps_grad": 8},
+                # the intra kernel's K tile and a register cap (maxnreg_intra: more programs an SM,
+                # more spills; benchmarks/compile_probe.py --intra prints both)
+                "intra_w2_bk32": {"bk_intra": 32}, "intra_w2_r168": {"maxnreg_intra": 168},
+                "intra_w2_r128": {"maxnreg_intra": 128}, "intra_w2_bk32_r128": {"bk_intra": 32, "maxnreg_intra": 128},
+                "intra_w4_r168": {"warps_intra": 4, "maxnreg_intra": 168},
                 **{f"seg{n}": {"segments": n} for n in (1, 2, 4, 8, 16)},
                 **{f"seg{n}_autograd": {"segments": n, "seg_bwd": "autograd"} for n in (4, 8, 16)},
                 **{f"seg{n}_half": {"segments": n, "bwd_scratch": "half"} for n in (4, 8, 16)},

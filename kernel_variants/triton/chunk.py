@@ -110,6 +110,11 @@ class TritonParams:
     # per-chunk gradient kernel at 2 warps was slower at S1 (7.642), so warps_bwd stays 4 there
     warps_intra: int = 2
     stages_intra: int = 0
+    # a register cap for the intra kernel (triton's ``maxnreg`` launch option; 0: none). At 255
+    # registers 2 programs of 4 warps, or 4 of 2 warps, fit an SM; a cap trades spills (compiled
+    # for sm_90a here, 2 warps: 296 bytes of stack a thread uncapped, 984-1040 at 168, 1168-1392 at
+    # 128) for more programs. An override for timing, not yet timed on a GPU
+    maxnreg_intra: int = 0
     # programs per SM of the persistent fused backward kernel (bwd_intra: fused)
     fused_per_sm: int = 2
     # segments > 1 with gradients: "pieces" (one backward over the pieces, segmented.py) or
@@ -721,7 +726,8 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             dq, dk, de, dv, dg if dg is not None else dummy, dbeta, dgamma, cu_seqlens, ci, scale,
             T, NCT, H=H, K=K, V=V, BT=BT, BK=_override(p.bk_intra, BK, K), BV=bv, LOG2N=log2n, USE_G=use_g,
             IS_VARLEN=varlen, PREC=p.precision, DT=dt, **({} if two_block else {"LOWP": p.intra_dots == "half"}),
-            num_warps=_override(p.warps_intra, p.warps_bwd), num_stages=ns)
+            num_warps=_override(p.warps_intra, p.warps_bwd), num_stages=ns,
+            **({"maxnreg": p.maxnreg_intra} if p.maxnreg_intra else {}))
 
     _with_fallback(launch_intra, _override(p.bv_intra, BV, V), _override(p.stages_intra, p.num_stages))
     return dq, dk, dv, de, dg, dbeta, dgamma, (dh0.to(h0.dtype) if h0 is not None else None)
