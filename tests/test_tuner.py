@@ -101,7 +101,9 @@ class GuardBackend(FakeBackend):
             return noisy
 
         def slow(*args: Any) -> Any:
-            time.sleep(0.02)
+            # far slower than "noisy" (about 1 ms on CPU), so that a busy machine's timing noise
+            # (spikes of 20-100 ms seen while another test run shared the 2 cores) cannot order them
+            time.sleep(0.15)
             return inner(*args)
         return slow
 

@@ -159,10 +159,9 @@ class TritonParams:
     # the states and Delta: U never goes through memory), or "tm_dh" (as "tm", and the dS scan
     # forms W^T dDelta from Tm as well, so no W/U kernel runs; with ``bwd_states: pairs``, whose
     # gradient kernel reads W, as "tm"). Searched ("tm", "tm_dh"; "wu" is an override); "tm" is the
-    # space's default since
-    # H200 run 69 (one call, fwd+bwd): S1 7.379 -> 7.096 ms, S4 (16 pieces) 5.324 -> 5.188, S5
-    # 9.055 -> 8.940; the same peak (Tm is freed after the states kernel, before the peak); every
-    # gradient's error the same or lower (S1-err). "tm_dh" (run 70, against "tm"): S1 7.032 against
+    # space's default since H200 run 69 (one call, fwd+bwd): S1 7.379 -> 7.096 ms, S4 (16 pieces)
+    # 5.324 -> 5.188, S5 9.055 -> 8.940; the same peak (Tm is freed after the states kernel, or the
+    # dS scan with "tm_dh", before the peak); every gradient's error the same or lower (S1-err). "tm_dh" (run 70, against "tm"): S1 7.032 against
     # 6.953, S4 5.160 against 5.071, S5 7.298 against 8.191 (W at K = 256 is a [32, 256] load a
     # step, Tm [32, 32]); with the intra kernel at 2 warps S5 6.912 against 7.765 (run 71): the
     # backend's default for training at K > 128 (backend.default_config)
