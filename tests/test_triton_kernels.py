@@ -775,6 +775,21 @@ def test_bwd_states_is_a_training_tunable() -> None:
     assert TritonParams.from_config(backend.resolve_config(train, old)).bwd_states == "every"
 
 
+def test_bwd_h_default_and_space() -> None:
+    """``bwd_h``: the backend's training default is "tm_dh" at K > 128 and "tm" at K <= 128; a
+    forward call pins "tm"; "tm_dh" with ``bwd_states: pairs`` is admitted (it runs as "tm")."""
+    backend = TritonBackend()
+    for K, want in ((256, "tm_dh"), (128, "tm"), (64, "tm")):
+        fwd = Problem(B=2, T=256, H=4, K=K, V=K, dtype="bfloat16", device=DEVICE)
+        train = dataclasses.replace(fwd, training=True)
+        assert backend.default_config(train)["bwd_h"] == want
+        assert backend.default_config(fwd)["bwd_h"] == "tm"
+        assert not backend.check_config(fwd, {**backend.default_config(fwd).to_dict(), "bwd_h": "tm_dh"})[0]
+    cfg = backend.resolve_config(train, {"bwd_states": "pairs", "bwd_h": "tm_dh"})
+    assert TritonParams.from_config(cfg).bwd_h == "tm_dh"
+    assert not backend.check_config(train, {**cfg.to_dict(), "bk_grad": 0})[0]
+
+
 TM_CASES = {
     # gate, a ragged last chunk, K tiles of 16 over K = 40
     "gated-ragged": (Problem(B=2, T=45, H=2, K=40, V=16, dtype="float32", device=DEVICE), 16),
