@@ -220,6 +220,8 @@ def main() -> None:
                 "intra_w2_bk32": {"bk_intra": 32}, "intra_w2_r168": {"maxnreg_intra": 168},
                 "intra_w2_r128": {"maxnreg_intra": 128}, "intra_w2_bk32_r128": {"bk_intra": 32, "maxnreg_intra": 128},
                 "intra_w4_r168": {"warps_intra": 4, "maxnreg_intra": 168},
+                # the W/U recompute kernel (W alone at bwd_h tm) on fewer warps
+                "wu_w1": {"warps_wu": 1}, "wu_w2": {"warps_wu": 2},
                 **{f"seg{n}": {"segments": n} for n in (1, 2, 4, 8, 16)},
                 **{f"seg{n}_autograd": {"segments": n, "seg_bwd": "autograd"} for n in (4, 8, 16)},
                 **{f"seg{n}_half": {"segments": n, "bwd_scratch": "half"} for n in (4, 8, 16)},

@@ -393,19 +393,20 @@ def test_backward_half_scratch(dtype: str, tol: float) -> None:
 
 def test_backward_per_kernel_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
     """The split backward's per-kernel overrides (V tiles of the dS, grad and intra kernels other
-    than the config's BV, their own warps and stages, the intra kernel's register cap): every
-    gradient matches the reference, and the V tiles, warps and cap asked for are what the kernels
-    were launched with."""
-    from kernel_variants.triton import chunk_bwd
+    than the config's BV, their own warps and stages, the intra kernel's register cap, the W/U
+    recompute's warps): every gradient matches the reference, and the V tiles, warps and cap asked
+    for are what the kernels were launched with."""
+    from kernel_variants.triton import chunk_bwd, chunk_fwd
 
     problem = Problem(B=1, T=50, H=2, K=32, V=48, dtype="float32", initial_state=True, final_state=True,
                       training=True, device=DEVICE)
     params = TritonParams(BT=16, BK=32, BV=64, bv_dh=16, bv_grad=32, stages_grad=1, bv_intra=16,
                           warps_dh=2, warps_grad=8, warps_intra=1, stages_dh=1, stages_intra=1, bk_intra=16,
-                          maxnreg_intra=128)
+                          maxnreg_intra=128, warps_wu=1)
     seen: dict[str, set[int]] = {}
     wrapped = {n: getattr(chunk_bwd, n) for n in ("eda_bwd_dh_kernel", "eda_bwd_grad_kernel",
                                                     "eda_bwd_intra_kernel")}
+    wrapped["eda_fwd_wu_kernel"] = chunk_fwd.eda_fwd_wu_kernel
 
     class Spy:
         def __init__(self, name: str) -> None:
@@ -413,8 +414,9 @@ def test_backward_per_kernel_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
 
         def __getitem__(self, grid: Any) -> Any:
             def launch(*args: Any, **kw: Any) -> Any:
-                seen.setdefault(self.name, set()).add(kw["BV"] if self.name != "eda_bwd_intra_kernel"
-                                                      else (kw["BK"], kw["BV"], kw["num_warps"], kw["maxnreg"]))
+                what = {"eda_bwd_intra_kernel": lambda: (kw["BK"], kw["BV"], kw["num_warps"], kw["maxnreg"]),
+                        "eda_fwd_wu_kernel": lambda: kw["num_warps"]}.get(self.name, lambda: kw["BV"])()
+                seen.setdefault(self.name, set()).add(what)
                 return wrapped[self.name][grid](*args, **kw)
             return launch
 
@@ -423,7 +425,7 @@ def test_backward_per_kernel_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(chunk_mod, n, Spy(n))
     _check(problem, params, seed=5, grads=True, tol=5e-3)
     assert seen == {"eda_bwd_dh_kernel": {16}, "eda_bwd_grad_kernel": {32},
-                    "eda_bwd_intra_kernel": {(16, 16, 1, 128)}}
+                    "eda_bwd_intra_kernel": {(16, 16, 1, 128)}, "eda_fwd_wu_kernel": {1}}
 
 
 @pytest.mark.parametrize("case", ["k-tiles", "one-tile-varlen-nogate", "pieces-half", "k-ragged"])

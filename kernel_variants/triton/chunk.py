@@ -115,6 +115,10 @@ class TritonParams:
     # for sm_90a here, 2 warps: 296 bytes of stack a thread uncapped, 984-1040 at 168, 1168-1392 at
     # 128) for more programs. An override for timing, not yet timed on a GPU
     maxnreg_intra: int = 0
+    # warps of the backward's W/U recompute kernel (0: warps_bwd). Its per-chunk products are as
+    # small as the forward's chunk-inverse kernel's, which ran best on 1 warp (run 64); an override
+    # for timing, not yet timed
+    warps_wu: int = 0
     # programs per SM of the persistent fused backward kernel (bwd_intra: fused)
     fused_per_sm: int = 2
     # segments > 1 with gradients: "pieces" (one backward over the pieces, segmented.py) or
@@ -565,8 +569,8 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             k, e, v, g_, beta, gamma, w, u, cu_seqlens, ci, T, NCT,
             H=H, K=K, V=V, BT=BT, BK=BK, BV=bv, LOG2N=int(math.log2(BT)), USE_G=use_g,
             IS_VARLEN=varlen, PREC=p.precision, DT=tl.float32 if p.wu_dots == "tf32" else dt,
-            tm=tm if tm is not None else dummy, USE_TM=tm is not None, STORE_U=not h2, num_warps=p.warps_bwd,
-            num_stages=ns)
+            tm=tm if tm is not None else dummy, USE_TM=tm is not None, STORE_U=not h2,
+            num_warps=_override(p.warps_wu, p.warps_bwd), num_stages=ns)
 
     if not no_w:
         _with_fallback(launch_wu, BV, p.num_stages)
