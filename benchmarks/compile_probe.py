@@ -76,6 +76,9 @@ def run(scratch, K, BV, BVG, states):
         probe(cb.eda_bwd_dh_kernel, dict(st, tm="*bf16", beta="*fp32", gamma="*fp32"),
               dict(common, BV=BV, USE_DHT=True, OPS=3, STORE_DH=True, STORE_DU=True, PAIRS=False, PREFETCH=True,
                    USE_TM=True), f"dh (dS scan from Tm, bwd_h tm_dh) BV={BV}", num_stages=3)
+        probe(cb.eda_bwd_dh_kernel, dict(st, tm="*bf16", beta="*fp32", gamma="*fp32"),
+              dict(common, BV=BV, USE_DHT=True, OPS=3, STORE_DH=True, STORE_DU=True, PAIRS=False, PREFETCH=True,
+                   USE_TM=True, TM_P=True), f"dh (dS scan from Tm off the chain, bwd_h tm_dhp) BV={BV}", num_stages=3)
         probe(cf_.eda_fwd_h_kernel, st, dict(common, BV=BV, USE_KD=False, STORE_H=True, STORE_VN=True,
                                              FUSE_O=False, USE_H0=False, STORE_HT=False, PAIRS=False),
               f"h (states recompute, bwd_h wu) BV={BV}")

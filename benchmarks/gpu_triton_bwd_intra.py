@@ -209,6 +209,8 @@ def main() -> None:
                 "bh_tm_nopre": {"bwd_h": "tm", "h_prefetch": False},
                 # the dS scan forming W^T dDelta from Tm as well: no W/U kernel (bwd_h: tm_dh)
                 "bh_tmdh": {"bwd_h": "tm_dh"}, "bh_tmdh_nobpre": {"bwd_h": "tm_dh", "bwd_prefetch": False},
+                # the same with its product by Tm formed off the step's chain (bwd_h: tm_dhp)
+                "bh_tmdhp": {"bwd_h": "tm_dhp"},
                 "bh_wu": {"bwd_h": "wu"}, "nobpre": {"bwd_prefetch": False}, "intra_w2": {"warps_intra": 2},
                 # fewer warps for the parallel per-chunk kernels (more programs an SM)
                 "intra_w1": {"warps_intra": 1}, "intra_w4": {"warps_intra": 4}, "grad_w2": {"warps_grad": 2},

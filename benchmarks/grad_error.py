@@ -76,6 +76,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the states and Delta recomputed from the kept Tm by the forward's state kernel (bwd_h)
     "bh_tm": {"bwd_h": "tm", "bwd_prefetch": True},
     "bh_tmdh": {"bwd_h": "tm_dh"},
+    "bh_tmdhp": {"bwd_h": "tm_dhp"},
 }
 
 

@@ -897,11 +897,13 @@ def test_bwd_prefetch(case: str, prefetch: bool) -> None:
 
 @pytest.mark.parametrize("case", list(BWD_PREFETCH_CASES))
 @pytest.mark.parametrize("bwd_h,h_prefetch,bwd_prefetch", [("tm", False, True), ("tm", True, True),
-                                                           ("tm_dh", True, True), ("tm_dh", True, False)])
+                                                           ("tm_dh", True, True), ("tm_dh", True, False),
+                                                           ("tm_dhp", True, True), ("tm_dhp", True, False)])
 def test_bwd_h_tm(case: str, bwd_h: str, h_prefetch: bool, bwd_prefetch: bool) -> None:
     """``bwd_h: tm`` (the default): the backward's states and Delta recomputed by the forward's state
     kernel from the kept chunk inverse (with and without its loading ahead); ``tm_dh``: the dS scan
-    forming W^T dDelta from it too (with and without the scan's loading ahead). Every gradient of
+    forming W^T dDelta from it too (with and without the scan's loading ahead); ``tm_dhp``: that
+    product's parts formed off the step's chain. Every gradient of
     the float64 recurrence; K tiles of the gradient kernel, pairs of states (which keep W) and the
     pieces (two dS scans) included."""
     problem, kw = BWD_PREFETCH_CASES[case]

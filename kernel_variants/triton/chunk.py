@@ -165,16 +165,19 @@ class TritonParams:
     # gradient kernel reads W, as "tm"). Searched ("tm", "tm_dh"; "wu" is an override); "tm" is the
     # space's default since H200 run 69 (one call, fwd+bwd): S1 7.379 -> 7.096 ms, S4 (16 pieces)
     # 5.324 -> 5.188, S5 9.055 -> 8.940; the same peak (Tm is freed after the states kernel, or the
-    # dS scan with "tm_dh", before the peak); every gradient's error the same or lower (S1-err). "tm_dh" (run 70, against "tm"): S1 7.032 against
-    # 6.953, S4 5.160 against 5.071, S5 7.298 against 8.191 (W at K = 256 is a [32, 256] load a
-    # step, Tm [32, 32]); with the intra kernel at 2 warps S5 6.912 against 7.765 (run 71): the
-    # backend's default for training at K > 128 (backend.default_config)
+    # dS scan with "tm_dh", before the peak); every gradient's error the same or lower (S1-err).
+    # "tm_dh" (run 70, against "tm"): S1 7.032 against 6.953, S4 5.160 against 5.071, S5 7.298
+    # against 8.191 (W at K = 256 is a [32, 256] load a step, Tm [32, 32]); with the intra kernel
+    # at 2 warps S5 6.912 against 7.765 (run 71): the backend's default for training at K > 128
+    # (backend.default_config). "tm_dhp" (an override, written after run 73, not timed): as
+    # "tm_dh" with the dS scan's product by Tm taken off the step's chain (``eda_bwd_dh_kernel``
+    # TM_P)
     bwd_h: str = "tm"
 
     def __post_init__(self) -> None:
         for name, known in (("dh_dots", tuple(DH_DOTS)), ("wu_dots", ("input", "tf32")),
                             ("bwd_tm", BWD_TM), ("bwd_states", ("every", "pairs")),
-                            ("tm_solver", ("doubling", "blocks")), ("bwd_h", ("wu", "tm", "tm_dh"))):
+                            ("tm_solver", ("doubling", "blocks")), ("bwd_h", ("wu", "tm", "tm_dh", "tm_dhp"))):
             if getattr(self, name) not in known:
                 raise ValueError(f"{name} must be one of {known}, got {getattr(self, name)!r}")
 
@@ -560,8 +563,8 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
     # "tm_dh": the dS scan forms W^T dDelta from Tm too (no W): no W/U kernel at all (not with
     # pairs, whose per-chunk gradient kernel reads W)
     pairs = gradk and p.bwd_states == "pairs"
-    h2 = tm is not None and gradk and p.bwd_h in ("tm", "tm_dh")
-    no_w = h2 and p.bwd_h == "tm_dh" and not pairs
+    h2 = tm is not None and gradk and p.bwd_h in ("tm", "tm_dh", "tm_dhp")
+    no_w = h2 and p.bwd_h in ("tm_dh", "tm_dhp") and not pairs
     w = dummy if no_w else torch.empty(B, H, NCT, NR, K, dtype=SCRATCH_OVERRIDE.get("w", sdt), device=q.device)
 
     def launch_wu(bv: int, ns: int) -> None:
@@ -641,7 +644,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             IS_VARLEN=varlen, PREC=p.precision, DT=tl.float32 if p.dh_dots == "tf32" else dt, USE_G=use_g,
             STORE_DH=store_dh, du=dU, OPS=DH_DOTS[p.dh_dots],
             STORE_DU=gradk and store_dh, pair_offsets=po, NC2=NC2, PAIRS=pairs, PREFETCH=p.bwd_prefetch,
-            tm=tm if no_w else dummy, beta=beta, gamma=gamma, USE_TM=no_w,
+            tm=tm if no_w else dummy, beta=beta, gamma=gamma, USE_TM=no_w, TM_P=p.bwd_h == "tm_dhp",
             num_warps=_override(p.warps_dh, p.warps_h), num_stages=ns)
 
     def launch_grad(bv: int, ns: int) -> None:

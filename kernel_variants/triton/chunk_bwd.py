@@ -259,7 +259,7 @@ def eda_bwd_dh_kernel(
     DT: tl.constexpr, USE_G: tl.constexpr, STORE_DH: tl.constexpr = True, du=None,
     STORE_DU: tl.constexpr = False, OPS: tl.constexpr = 0, pair_offsets=None, NC2=0,
     PAIRS: tl.constexpr = False, PREFETCH: tl.constexpr = False, tm=None, beta=None, gamma=None,
-    USE_TM: tl.constexpr = False,
+    USE_TM: tl.constexpr = False, TM_P: tl.constexpr = False,
 ):
     """The sequential part of the backward (config ``bwd_rec: split``): only dS, carried
     backwards through the chunks, dS <- Qg^T dO + dec dS - W^T (Aqk^T dO + Kd dS); stores the
@@ -273,7 +273,10 @@ def eda_bwd_dh_kernel(
     (config ``bwd_prefetch``): each step loads the inputs of the chunk before it (kappa, q, g, dO,
     W) ahead of its own products and carries them. USE_TM (config ``bwd_h: tm_dh``): W is not
     read; W^T dDelta is formed as kappa^T diag(b e^G) (Tm^T dDelta) from the forward's chunk
-    inverse (``_dh_inputs``), so the backward needs no W/U kernel."""
+    inverse (``_dh_inputs``), so the backward needs no W/U kernel. TM_P (config ``bwd_h: tm_dhp``):
+    with M = Tm diag(b e^G), M^T dDelta = P dS + c with P = M^T diag(kf) Kd and c = M^T Aqk^T dO
+    formed from the chunk's inputs alone, so the step's chain is two products deep (P dS, then
+    kappa^T), as with W, instead of three."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, L, sc0 = _seq_coords(i_n, i_h, i_nh, T, NCT, cu_seqlens, chunk_offsets, IS_VARLEN)
@@ -323,15 +326,29 @@ def eda_bwd_dh_kernel(
             m_t = (i_t * BT + o_t) < L
             b_do = _do_tile(do, bos, i_t, o_t, m_t, i_h, o_v, m_v, H, V, BT, DT)
             b_w = tl.load(w + (sc * NR + o_r)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.).to(DT)
+        if USE_TM and TM_P:  # off the chain: P = M^T diag(kf) Kd [NR, BK], c = M^T Aqk^T dO [NR, BV]
+            b_ad = tl.dot(tl.trans(b_a), b_do.to(b_a.dtype), input_precision=PREC)
+            if OPS % 2 == 1:
+                b_mk = (b_w.to(tl.float32) * b_kf[:, None]).to(DT)
+            else:
+                b_mk = b_w
+            b_p = tl.dot(tl.trans(b_mk), b_kd, input_precision=PREC).to(DT)
+            b_c = tl.dot(tl.trans(b_w), b_ad.to(DT), input_precision=PREC)
         b_dd = tl.dot(b_kd, b_dS.to(DT), input_precision=PREC)
         if OPS % 2 == 1:
             b_dd = b_dd * b_kf[:, None]
-        b_dd += tl.dot(tl.trans(b_a), b_do.to(b_a.dtype), input_precision=PREC)
+        if USE_TM and TM_P:
+            b_dd += b_ad
+        else:
+            b_dd += tl.dot(tl.trans(b_a), b_do.to(b_a.dtype), input_precision=PREC)
         if STORE_DU:
             tl.store(du + (sc * NR + o_r)[:, None] * V + o_v[None, :], b_dd.to(du.dtype.element_ty),
                      mask=m_v[None, :])
         if USE_TM:  # W^T dDelta = kappa^T (Tm diag(b e^G))^T dDelta
-            b_y = tl.dot(tl.trans(b_w), b_dd.to(DT), input_precision=PREC)
+            if TM_P:
+                b_y = tl.dot(b_p, b_dS.to(DT), input_precision=PREC) + b_c
+            else:
+                b_y = tl.dot(tl.trans(b_w), b_dd.to(DT), input_precision=PREC)
             b_dS = (tl.dot(tl.trans(b_qg), b_do.to(b_qg.dtype), input_precision=PREC) + b_dec * b_dS
                     - tl.dot(tl.trans(b_kap.to(DT)), b_y.to(DT), input_precision=PREC))
         else:
