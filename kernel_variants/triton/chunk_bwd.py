@@ -313,21 +313,14 @@ def eda_bwd_dh_kernel(
             n_kap, n_q, n_gr, n_gt, n_do, n_w = _dh_inputs(w, do, q, k, e, g, i_t - 1, sc0, bos, L, i_h, o_r, o_t,
                                                           o_k, m_k, o_v, m_v, H, K, V, BT, USE_G, DT, tm, beta,
                                                           gamma, USE_TM)
-        elif USE_TM:
+        else:
             b_kap, b_q, b_gr, b_gt, b_do, b_w = _dh_inputs(w, do, q, k, e, g, i_t, sc0, bos, L, i_h, o_r, o_t,
                                                           o_k, m_k, o_v, m_v, H, K, V, BT, USE_G, DT, tm, beta,
                                                           gamma, USE_TM)
-        if PREFETCH or USE_TM:
-            b_kd, b_qg, b_a, b_dec, b_kf = _bwd_from_inputs(b_kap, b_q, b_gr, b_gt, scale, o_r, o_t, BT, USE_G,
-                                                            DT, PREC, OPS)
-        else:
-            b_kd, b_qg, b_a, b_dec, b_kf = _bwd_operands(q, k, e, g, scale, i_t, bos, L, i_h, o_r, o_t, o_k,
-                                                         m_k, H, K, BT, USE_G, DT, PREC, OPS)
-            m_t = (i_t * BT + o_t) < L
-            b_do = _do_tile(do, bos, i_t, o_t, m_t, i_h, o_v, m_v, H, V, BT, DT)
-            b_w = tl.load(w + (sc * NR + o_r)[:, None] * K + o_k[None, :], mask=m_k[None, :], other=0.).to(DT)
+        b_kd, b_qg, b_a, b_dec, b_kf = _bwd_from_inputs(b_kap, b_q, b_gr, b_gt, scale, o_r, o_t, BT, USE_G, DT,
+                                                        PREC, OPS)
+        b_ad = tl.dot(tl.trans(b_a), b_do.to(b_a.dtype), input_precision=PREC)
         if USE_TM and TM_P:  # off the chain: P = M^T diag(kf) Kd [NR, BK], c = M^T Aqk^T dO [NR, BV]
-            b_ad = tl.dot(tl.trans(b_a), b_do.to(b_a.dtype), input_precision=PREC)
             if OPS % 2 == 1:
                 b_mk = (b_w.to(tl.float32) * b_kf[:, None]).to(DT)
             else:
@@ -337,10 +330,7 @@ def eda_bwd_dh_kernel(
         b_dd = tl.dot(b_kd, b_dS.to(DT), input_precision=PREC)
         if OPS % 2 == 1:
             b_dd = b_dd * b_kf[:, None]
-        if USE_TM and TM_P:
-            b_dd += b_ad
-        else:
-            b_dd += tl.dot(tl.trans(b_a), b_do.to(b_a.dtype), input_precision=PREC)
+        b_dd += b_ad
         if STORE_DU:
             tl.store(du + (sc * NR + o_r)[:, None] * V + o_v[None, :], b_dd.to(du.dtype.element_ty),
                      mask=m_v[None, :])
