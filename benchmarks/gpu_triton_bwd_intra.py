@@ -222,6 +222,15 @@ def main() -> None:
                 "intra_w2_bk32": {"bk_intra": 32}, "intra_w2_r168": {"maxnreg_intra": 168},
                 "intra_w2_r128": {"maxnreg_intra": 128}, "intra_w2_bk32_r128": {"bk_intra": 32, "maxnreg_intra": 128},
                 "intra_w4_r168": {"warps_intra": 4, "maxnreg_intra": 168},
+                # around the K tile of 32 (bk_intra's default since run 74): 16, or 64 (before)
+                "intra_bk16": {"bk_intra": 16}, "intra_bk64": {"bk_intra": 64},
+                "intra_bk16_w4": {"bk_intra": 16, "warps_intra": 4},
+                # the intra kernel's stages around 3 (its default since run 75), the gradient
+                # kernel's K tile of 64 (the default at K > 128 before run 75) and V tile of 64
+                "intra_s2": {"stages_intra": 2}, "intra_s4": {"stages_intra": 4}, "gk64_only": {"bk_grad": 64},
+                "grad_bv64": {"bv_grad": 64},
+                # the dS scan on V tiles of 16 (more programs: S5 has 32 sequences x heads)
+                "dh_bv16": {"bv_dh": 16},
                 # the W/U recompute kernel (W alone at bwd_h tm) on fewer warps
                 "wu_w1": {"warps_wu": 1}, "wu_w2": {"warps_wu": 2},
                 **{f"seg{n}": {"segments": n} for n in (1, 2, 4, 8, 16)},

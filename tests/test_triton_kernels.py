@@ -515,13 +515,13 @@ def test_u_scratch_is_float32_unless_half() -> None:
 
 def test_training_default_takes_k_tiled_grad() -> None:
     """The backend's default for training runs the per-chunk gradients over K tiles (K whole up
-    to K = 128, else 64); a forward call keeps the space's pinned 0 (the tunable does not matter
+    to K = 128, else tiles of 128); a forward call keeps the space's pinned 0 (the tunable does not matter
     there)."""
     backend = TritonBackend()
     fwd = Problem(B=2, T=256, H=4, K=128, V=128, dtype="bfloat16", device=DEVICE)
     train = dataclasses.replace(fwd, training=True)
     assert backend.default_config(train)["bk_grad"] == 128
-    assert backend.default_config(dataclasses.replace(train, K=256, V=256))["bk_grad"] == 64
+    assert backend.default_config(dataclasses.replace(train, K=256, V=256))["bk_grad"] == 128
     assert backend.default_config(dataclasses.replace(train, K=64, V=64))["bk_grad"] == 64
     assert backend.default_config(fwd)["bk_grad"] == 0
     assert TritonParams.from_config(backend.default_config(train)).bk_grad == 128

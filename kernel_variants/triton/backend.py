@@ -74,13 +74,14 @@ class TritonBackend(Backend):
     def default_config(self, problem: Problem) -> Config:
         """The search space's default, with ``segments`` chosen for the problem (see
         ``default_segments``) where the space admits it, and for training the per-chunk gradients
-        over K tiles (``bk_grad``: K whole up to K = 128, else 64; the space's default 0 is what
-        a forward call pins). Forward+backward at S1 (K = 128): 8.50 ms with tiles of 128 against
-        8.71 with 64 (H200 run 46), 8.46 against 8.67 (run 47); at S5 (K = 256) 64 against 32:
-        10.13 and 10.80 ms (run 46). And for training at K > 128 ``bwd_h: tm_dh``."""
+        over K tiles (``bk_grad``: tiles of 128, or K whole below that; the space's default 0 is
+        what a forward call pins). Forward+backward at S1 (K = 128): 8.50 ms with tiles of 128
+        against 8.71 with 64 (H200 run 46), 8.46 against 8.67 (run 47); at S5 (K = 256) 128
+        against 64 and 32: 6.561, 6.915 and 7.830 ms (run 75; 64 was the faster in run 46, before
+        the backward's later changes). And for training at K > 128 ``bwd_h: tm_dh``.
         cfg = super().default_config(problem)
         cfg = with_tunables(self, problem, cfg, segments=default_segments(problem, int(cfg["BV"])))
-        bk = 64 if problem.K > 128 else min(128, max(32, 1 << (problem.K - 1).bit_length()))
+        bk = min(128, max(32, 1 << (problem.K - 1).bit_length()))
         cfg = with_tunables(self, problem, cfg, bk_grad=bk)
         # the dS scan from the kept chunk inverse where W is wide: S5 (K = 256) forward+backward
         # 7.765 -> 6.912 ms, S1 (K = 128) 6.953 -> 7.032 (H200 runs 70, 71)

@@ -102,22 +102,31 @@ class TritonParams:
     # (benchmarks/grad_error.py)
     dh_dots: str = "mixed"
     wu_dots: str = "input"
-    bk_intra: int = 0
+    # the K tile of the intra-chunk backward kernel (``bwd_intra`` triton / triton2; 0: the
+    # config's BK). 32 since H200 run 74 (one call, fwd+bwd at the default config): S1 6.494 ->
+    # 6.175 ms (the kernel 2.456 -> 2.140), S5 7.004 -> 6.935. Not searched. The fused backward
+    # kernel keeps the config's BK (it was not timed with 32)
+    bk_intra: int = 32
     bv_intra: int = 0
     # warps of the intra-chunk backward kernel (bwd_intra triton or triton2; 0: warps_bwd). 2 since
     # H200 run 71 (one call, fwd+bwd against its 4 warps): S1 6.953 -> 6.461 ms (the kernel 2.98 ->
     # 2.48), S3 6.778 -> 6.128, S4 5.071 (run 70) -> 4.802, S5 8.230 -> 7.765; 1 warp: S1 9.106. The
     # per-chunk gradient kernel at 2 warps was slower at S1 (7.642), so warps_bwd stays 4 there
     warps_intra: int = 2
-    stages_intra: int = 0
+    # pipelining stages of the intra-chunk backward kernel (0: num_stages). 3 since H200 run 75
+    # (one call, fwd+bwd at S1's default config): 6.144 -> 6.042 ms (the kernel 2.129 -> 2.028);
+    # 1 stage 6.530
+    stages_intra: int = 3
     # a register cap for the intra kernel (triton's ``maxnreg`` launch option; 0: none). At 255
     # registers 2 programs of 4 warps, or 4 of 2 warps, fit an SM; a cap trades spills (compiled
     # for sm_90a here, 2 warps: 296 bytes of stack a thread uncapped, 984-1040 at 168, 1168-1392 at
-    # 128) for more programs. An override for timing, not yet timed on a GPU
+    # 128) for more programs. An override; slower wherever timed (H200 run 74, S1 fwd+bwd against
+    # 6.494 uncapped: 168 registers 7.031, 128 8.330, 128 with K tiles of 32 6.841, 4 warps at 168
+    # 6.958)
     maxnreg_intra: int = 0
     # warps of the backward's W/U recompute kernel (0: warps_bwd). Its per-chunk products are as
-    # small as the forward's chunk-inverse kernel's, which ran best on 1 warp (run 64); an override
-    # for timing, not yet timed
+    # small as the forward's chunk-inverse kernel's, which ran best on 1 warp (run 64); an
+    # override: H200 run 74, S1 fwd+bwd 6.478 (1 warp), 6.477 (2) against 6.494 (4), within noise
     warps_wu: int = 0
     # programs per SM of the persistent fused backward kernel (bwd_intra: fused)
     fused_per_sm: int = 2
@@ -169,9 +178,10 @@ class TritonParams:
     # "tm_dh" (run 70, against "tm"): S1 7.032 against 6.953, S4 5.160 against 5.071, S5 7.298
     # against 8.191 (W at K = 256 is a [32, 256] load a step, Tm [32, 32]); with the intra kernel
     # at 2 warps S5 6.912 against 7.765 (run 71): the backend's default for training at K > 128
-    # (backend.default_config). "tm_dhp" (an override, written after run 73, not timed): as
+    # (backend.default_config). "tm_dhp" (an override, written after run 73): as
     # "tm_dh" with the dS scan's product by Tm taken off the step's chain (``eda_bwd_dh_kernel``
-    # TM_P)
+    # TM_P); slower (H200 run 74, fwd+bwd: S1 6.986 against 6.494, S4 5.207, S5 11.278 against
+    # 7.005 with "tm_dh": the scan's extra loads of P cost more than the shorter chain saves)
     bwd_h: str = "tm"
 
     def __post_init__(self) -> None:
@@ -715,7 +725,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
                 h, bufs["dh"], w, u, do, q, k, e, v, g_, beta, gamma, dU, dW, dQg, dA, dKd, ddec,
                 dq, dk, de, dv, dg if dg is not None else dummy, dbeta, dgamma, cu_seqlens, ci, scale,
                 T, NCT, B * H, H=H, K=K, V=V, BT=BT, BKG=BKp, BVG=min(_override(p.bv_grad, BV, V), bv),
-                BK=_override(p.bk_intra, BK, K), BV=bv, LOG2N=int(math.log2(NR)), USE_G=use_g,
+                BK=BK, BV=bv, LOG2N=int(math.log2(NR)), USE_G=use_g,
                 IS_VARLEN=varlen, PREC=p.precision, DT=dt, num_warps=p.warps_bwd, num_stages=ns)
 
         _with_fallback(launch_fused, _override(p.bv_intra, BV, V), _override(p.stages_grad, p.num_stages))
