@@ -25,6 +25,8 @@
 #            (default: all of its GPU set; CHECK_SHAPES: another shapes file); reports in $OUT/check;
 #   CHECK2_S a second check of CHECK2_BACKENDS at CHECK2_ONLY; reports in $OUT/check2 (join the two,
 #            and earlier runs, with `eda-tune check --merge`);
+#   PROBE_S  benchmarks/gpu_config_probe.py: one Triton config (PROBE_CONFIG) and variants of it
+#            (PROBE_VARIANTS) checked against the float64 reference at PROBE_PROBLEMS; $OUT/probe.json;
 #   TL_S     benchmarks/gpu_tilelang_check.py (TileLang configs checked, then timed at S1);
 #   COMPARE  1: compare that bench against results/bench/<slug>.json and results/<slug>.yaml (as the
 #            GPU CI workflow does; reports in $OUT/compare.tgz);
@@ -60,6 +62,10 @@ fi
 if [ "${TESTS_S:-0}" -gt 0 ]; then
   timeout "$TESTS_S" python3 -m pytest -v -m gpu --durations=40 ${TESTS_K:+-k "$TESTS_K"} -p no:cacheprovider >> "$LOG" 2>&1
   echo "gpu tests: rc $?" | tee -a "$LOG"
+fi
+if [ "${PROBE_S:-0}" -gt 0 ]; then
+  OUT=$OUT timeout "$PROBE_S" python3 benchmarks/gpu_config_probe.py >> "$LOG" 2>&1
+  echo "config probe: rc $?" | tee -a "$LOG"
 fi
 if [ "${TL_S:-0}" -gt 0 ]; then
   mkdir -p "$OUT/tl"

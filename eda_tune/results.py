@@ -48,7 +48,7 @@ TOP_KEYS = ("schema_version", "device", "software", "entries")
 ENTRY_KEYS = {"shape_class", "shape", "problem", "backends", "winner"}
 BACKEND_KEYS = {"config", "time_ms", "default_time_ms", "trials", "failed", "reason", "pruned", "study",
                 "sampler", "p20_ms", "p80_ms", "tuned_at", "trial_time_ms",
-                "remeasured", "less_accurate_trials", "less_accurate_best"}
+                "remeasured", "less_accurate_trials", "less_accurate_best", "best_failed"}
 DEVICE_KEYS = {"name", "slug", "compute_capability", "driver"}
 
 

@@ -913,6 +913,29 @@ def test_bwd_h_tm(case: str, bwd_h: str, h_prefetch: bool, bwd_prefetch: bool) -
     _check(problem, params, seed=48, grads=True, tol=1e-5)
 
 
+def test_dh_prefetch_only_with_chunks_of_16() -> None:
+    """The dS scan loads ahead only at BT 16: at BT 32 triton 3.6's build of it gave wrong
+    gradients on an H200 (run 77), so longer chunks run the scan without it."""
+    from kernel_variants.triton.chunk import dh_prefetch
+
+    assert dh_prefetch(TritonParams(BT=16))
+    assert not dh_prefetch(TritonParams(BT=16, bwd_prefetch=False))
+    assert not dh_prefetch(TritonParams(BT=32))
+    assert not dh_prefetch(TritonParams(BT=64))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("bk_grad", [0, 128])
+def test_gpu_bf16_backward_bt32(bk_grad: int) -> None:
+    """Chunks of 32 in training (the S2+bwd class's tuned config with bk_grad 0): every gradient
+    within bf16 error; with the dS scan loading ahead at BT 32 they were 0.19 off (run 77)."""
+    problem = Problem(B=1, T=1000, H=4, K=128, V=128, dtype="bfloat16", initial_state=True,
+                      final_state=True, training=True, device="cuda")
+    params = TritonParams(BT=32, BK=64, BV=32, fuse_o=False, num_warps=4, bk_grad=bk_grad)
+    _check(problem, params, seed=33, grads=True, tol=2e-2)
+
+
 def test_bwd_h_rejects_unknown() -> None:
     with pytest.raises(ValueError, match="bwd_h"):
         TritonParams(bwd_h="u")

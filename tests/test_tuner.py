@@ -157,6 +157,55 @@ def test_a_faster_less_accurate_config_is_not_picked(tmp_path: Path, capsys: pyt
     assert old.config == {"behaviour": "slow"} and "o " in old.extra["less_accurate_best"]
 
 
+class DriftBackend(GuardBackend):
+    """The default is slow and exact; "fast" is exact until EDA_TEST_BROKEN names it (a kernel
+    that changed after its study's trials), then wrong."""
+
+    name = "drift"
+
+    @property
+    def search_space(self) -> SearchSpace:  # type: ignore[override]
+        return SearchSpace.from_mapping({
+            "backend": "drift", "parameters": {"behaviour": {"choices": ["slow", "fast"]}},
+            "default": {"behaviour": "slow"}}, source="<drift>")
+
+    def _build(self, problem: Problem, config: Config) -> Any:
+        inner = get_backend("torch").build(problem, {"chunk_size": 16, "solver": "triangular"})
+        if config["behaviour"] == "fast":
+            if os.environ.get("EDA_TEST_BROKEN") == "fast":
+                def broken(*args: Any) -> Any:
+                    o, final = inner(*args)
+                    return o * 1.2, final
+                return broken
+            return inner
+
+        def slow(*args: Any) -> Any:
+            time.sleep(0.15)
+            return inner(*args)
+        return slow
+
+
+def test_refresh_drops_a_best_config_that_fails_today(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--refresh re-checks the study's best: one that fails now (its kernel changed since the
+    trial) is not shipped; the default is timed alone and kept, and the results say why."""
+    register(DriftBackend(), replace=True)
+    storage = f"sqlite:///{tmp_path}/d.db"
+    out = tmp_path / "res.yaml"
+    argv = ["tune", "--shapes", _shapes(tmp_path), "--backends", "drift", "--results", str(out),
+            "--sampler", "grid", "--trials", "2", "--trial-timeout", "30", "--storage", storage, *FAST]
+    key = ShapeClass.of(Problem(**{k: v for k, v in TINY.items() if k != "name"}, device="cpu")).key
+    assert cli.main(argv) == 0
+    first = R.load(out).entries[key].backends["drift"]
+    assert first.config == {"behaviour": "fast"} and "best_failed" not in first.extra
+    monkeypatch.setenv("EDA_TEST_BROKEN", "fast")
+    assert cli.main([*argv, "--refresh"]) == 0
+    again = R.load(out).entries[key].backends["drift"]
+    assert again.config == {"behaviour": "slow"}
+    assert again.extra["best_failed"]["config"] == {"behaviour": "fast"}
+    assert "wrong result" in again.extra["best_failed"]["reason"]
+    assert again.default_time_ms is not None and again.time_ms == again.default_time_ms >= 150
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("EDA_TUNE_CACHE", str(tmp_path / "cache"))
@@ -169,6 +218,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     unregister("seeded")
     unregister("pinning")
     unregister("guard")
+    unregister("drift")
     dispatch.reset()
 
 

@@ -399,7 +399,9 @@ def _remeasure(outcome: StudyOutcome, backend: Backend, problem: Problem, defaul
     come from workers in different states (the first trial of a fresh process runs cold), so the
     ratio that the results report is measured back to back. The faster of the two is kept.
     ``force`` (``--refresh``): also when the default is the best, or was never timed in this study
-    (a default that changed since), so that every figure the results give is from this run."""
+    (a default that changed since), so that every figure the results give is from this run. A
+    best config that fails its check here (the kernels changed since its trial) is not kept: the
+    default is timed alone and shipped, and ``best_failed`` in the results says why."""
     if outcome.best_config is None or (outcome.default_time_ms is None and not force):
         return
     best_cfg = Config.from_dict(outcome.best_config)
@@ -413,11 +415,18 @@ def _remeasure(outcome: StudyOutcome, backend: Backend, problem: Problem, defaul
     pairs = [("best", best_cfg), ("default", default_cfg)] if best_cfg.key != default_cfg.key else [
         ("default", default_cfg)]
     for _ in range(2):
-        for which, cfg in pairs:
+        for which, cfg in list(pairs):
             r = runner.run({**base, "config": cfg.to_dict()}, opts.trial_timeout)
             if not r.get("ok"):
                 log.warning("re-measuring %s config of %s failed: %s", which, outcome.study_name, r.get("reason"))
-                return
+                if which == "default":
+                    return
+                # the study's best fails today (the kernels changed since its trial, or it never
+                # was reliable): it is not shipped; the default is timed alone and kept
+                outcome.extra["best_failed"] = {"config": best_cfg.to_dict(), "reason": str(r.get("reason"))}
+                pairs = [("default", default_cfg)]
+                times["best"] = []
+                continue
             times[which].append(float(r["time_ms"]))
             errors[which] = r.get("errors")
     default_ms = min(times["default"])
@@ -430,7 +439,7 @@ def _remeasure(outcome: StudyOutcome, backend: Backend, problem: Problem, defaul
         log.info("%s: the best config is less accurate than the default (%s); keeping the default",
                  outcome.study_name, worse)
         outcome.extra["less_accurate_best"] = worse
-    if best_ms <= default_ms and not worse:
+    if best_ms <= default_ms and not worse and times["best"]:
         outcome.best_time_ms = best_ms
     else:  # within noise the default is as fast, or the best is less accurate: keep the default
         outcome.best_config, outcome.best_time_ms = default_cfg.to_dict(), default_ms

@@ -78,7 +78,7 @@ class TritonBackend(Backend):
         what a forward call pins). Forward+backward at S1 (K = 128): 8.50 ms with tiles of 128
         against 8.71 with 64 (H200 run 46), 8.46 against 8.67 (run 47); at S5 (K = 256) 128
         against 64 and 32: 6.561, 6.915 and 7.830 ms (run 75; 64 was the faster in run 46, before
-        the backward's later changes). And for training at K > 128 ``bwd_h: tm_dh``.
+        the backward's later changes). And for training at K > 128 ``bwd_h: tm_dh``."""
         cfg = super().default_config(problem)
         cfg = with_tunables(self, problem, cfg, segments=default_segments(problem, int(cfg["BV"])))
         bk = min(128, max(32, 1 << (problem.K - 1).bit_length()))

@@ -163,7 +163,10 @@ class TritonParams:
     # dS scan and per-chunk gradients) S1 2.423 -> 2.272 ms, S5 5.262 -> 4.520; run 69 fwd+bwd with
     # bwd_h "tm" S1 7.096 -> 6.952, S4 5.188 -> 5.064, S5 8.940 -> 8.192, same errors. (The states
     # recompute loading ahead the same way was slower, 1.539 -> 1.583 at S1 and 1.280 -> 2.195 at
-    # S5: removed.)
+    # S5: removed.) Taken at BT 16 only (``dh_prefetch``): at BT 32 the scan compiled by triton
+    # 3.6 gave wrong state gradients on an H200 (run 77: dS of the initial state 0.37 relative error,
+    # the other gradients about 0.19, against 4e-3 without it; the same config is right under the
+    # interpreter), so a config with longer chunks runs the scan without it
     bwd_prefetch: bool = True
     # the backward's states recompute (with the forward's Tm kept, ``bwd_tm: wu``, and the K-tiled
     # per-chunk gradients, ``bk_grad``): "wu" (the W/U kernel writes W and U, ``eda_fwd_h_kernel``
@@ -204,6 +207,12 @@ class TritonParams:
                    stages_dh=int(config["stages_dh"]), warps_grad=int(config["warps_grad"]),
                    bk_grad=int(config["bk_grad"]), bwd_states=str(config["bwd_states"]),
                    bwd_h=str(config["bwd_h"]))
+
+
+def dh_prefetch(p: TritonParams) -> bool:
+    """Whether the dS scan loads ahead (``bwd_prefetch``): only with chunks of 16, where it was
+    checked on a GPU; at BT 32 triton 3.6's build of it gave wrong gradients (H200 run 77)."""
+    return p.bwd_prefetch and p.BT == 16
 
 
 #: values of TritonParams.dh_dots and the dS kernel's OPS bit mask for each ("tf32": float32 DT)
@@ -653,7 +662,7 @@ def chunk_eda_bwd_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: t
             co, T, NCT, H=H, K=K, V=V, BT=BT, BK=BKp, BV=bv, USE_DHT=dht_ is not None,
             IS_VARLEN=varlen, PREC=p.precision, DT=tl.float32 if p.dh_dots == "tf32" else dt, USE_G=use_g,
             STORE_DH=store_dh, du=dU, OPS=DH_DOTS[p.dh_dots],
-            STORE_DU=gradk and store_dh, pair_offsets=po, NC2=NC2, PAIRS=pairs, PREFETCH=p.bwd_prefetch,
+            STORE_DU=gradk and store_dh, pair_offsets=po, NC2=NC2, PAIRS=pairs, PREFETCH=dh_prefetch(p),
             tm=tm if no_w else dummy, beta=beta, gamma=gamma, USE_TM=no_w, TM_P=p.bwd_h == "tm_dhp",
             num_warps=_override(p.warps_dh, p.warps_h), num_stages=ns)
 
