@@ -845,16 +845,19 @@ def test_a_changed_default_is_flagged_and_run_first(tmp_path: Path, monkeypatch:
 def test_training_check_problem_fits_the_config() -> None:
     """A training trial's gradients are checked at a reduced problem; where the config does not
     fit that (16 pieces of chunks of 64 need 2048 tokens), the check problem grows until it does,
-    instead of failing a config the full problem admits (as happened on an H200 in run 42)."""
+    instead of failing a config the full problem admits (as happened on an H200 in run 42, with 16
+    pieces of chunks of 64; BT 64 is out of training on GPUs since, so here 16 pieces of 32 against
+    a check length of 512)."""
     from eda_tune.search.objective import reduced_problem
 
     backend = get_backend("triton")
     problem = Problem(B=4, T=4096, H=8, K=256, V=256, dtype="bfloat16", training=True, device="cuda")
-    cfg = Config.from_dict({**backend.default_config(problem).to_dict(), "BT": 64, "segments": 16,
+    cfg = Config.from_dict({**backend.default_config(problem).to_dict(), "BT": 32, "segments": 16,
                             "fuse_o": False})
     assert backend.check_config(problem, cfg)[0]
-    assert reduced_problem(problem, 2, 1024).T == 1024  # without the config: as before
-    small = reduced_problem(problem, 2, 1024, backend, cfg)
-    assert (small.T, small.B, small.H) == (2048, 1, 2) and backend.check_config(small, cfg)[0]
+    assert reduced_problem(problem, 2, 512).T == 512  # without the config: as before
+    small = reduced_problem(problem, 2, 512, backend, cfg)
+    assert (small.T, small.B, small.H) == (1024, 1, 2) and backend.check_config(small, cfg)[0]
     plain = Config.from_dict({**cfg.to_dict(), "segments": 1})
-    assert reduced_problem(problem, 2, 1024, backend, plain).T == 1024
+    assert reduced_problem(problem, 2, 512, backend, plain).T == 512
+    assert not backend.check_config(problem, Config.from_dict({**cfg.to_dict(), "BT": 64}))[0]
