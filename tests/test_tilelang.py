@@ -281,6 +281,56 @@ def test_admitted_configs_lower_for_sm90a(name: str) -> None:
     assert not under, "the shared-memory estimate under-counts:\n" + "\n".join(under)
 
 
+def _pipeline_violations(src: str) -> list[str]:
+    """Read TileLang's warp-specialized CUDA (num_stages > 1): the producer waits on a release
+    barrier R before loading tile b_X (TMA, cp.async or plain stores); the consumer must arrive on R only
+    after its last read of b_X in the step. Returns the tiles released early, and any compute
+    the producer threads were given (arrays named ``*_producer_ws``)."""
+    import re
+
+    bad = [f"producer compute: {name}" for name in sorted(set(re.findall(r"(\w+_producer_ws)\[", src)))]
+    lines = src.splitlines()
+    loops = [i for i, line in enumerate(lines) if re.match(r"\s*for \(int j(_\d+)? = 0; j(_\d+)? < nchunks", line)]
+    assert len(loops) == 2, f"expected a producer and a consumer loop, found {len(loops)}"
+    producer, consumer = lines[loops[0]:loops[1]], lines[loops[1]:]
+    release: dict[str, int] = {}
+    waiting = None
+    for line in producer:
+        m = re.search(r"mbarrier\[\(\(j & 1\) \+ (\d+)\)\]\.wait", line)
+        if m:
+            waiting = int(m.group(1))
+        # the producer only writes shared tiles (TMA, cp.async or plain stores)
+        for buf in re.findall(r"\(\([\w ]+\*\)(b_\w+)\)", line):
+            if waiting is not None:
+                release[buf] = waiting
+    assert release, "no pipelined tile found"
+    for buf, r in release.items():
+        done = rf"mbarrier\[\(\(j_1 & 1\) \+ {r}\)\]\.arrive\(\)"
+        arrive = [i for i, line in enumerate(consumer) if re.search(done, line)]
+        reads = [i for i, line in enumerate(consumer) if f"*){buf})" in line]
+        if not arrive or (reads and max(reads) > arrive[0]):
+            bad.append(f"{buf}: released at consumer line {arrive[:1]}, read until {max(reads, default=-1)}")
+    return bad
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("kind", ["recurrence", "recurrence_tm"])
+def test_pipelined_recurrences_release_tiles_after_their_last_read(kind: str) -> None:
+    """With num_stages 2 the recurrences lower to TileLang's warp-specialized pipeline (sm_90a).
+    As first written, the producer threads were given the step's copy of the state (from a stale
+    copy of the initial state) and kappa's and G's tiles were released right after W's product,
+    before the step's last read of them: every pipelined config was wrong on an H200
+    (2026-11-28). Now every loaded tile has a copy of its own, is only read, and is released
+    after its last read; the state's copy is made by the consumer. (Not yet run on a GPU: the
+    space still admits num_stages 1 only.)"""
+    from kernel_variants.tilelang.backend import lower_for_cuda
+    from kernel_variants.tilelang.kernels import KernelProblem, Tunables
+
+    kp = KernelProblem(K=128, V=128, dtype="bfloat16", scale=128 ** -0.5, initial_state=True)
+    src, _ = lower_for_cuda(kind, kp, Tunables(BT=16, BK=64, BV=64, threads=128, num_stages=2))
+    assert _pipeline_violations(src) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # (c) a sample builds with nvcc
 # ---------------------------------------------------------------------------------------------

@@ -274,13 +274,13 @@ def _forward(c: _Call, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: tor
         # only the chunk inverse goes through memory; the recurrence forms Delta and Aqk
         Tm = torch.empty(NC, n, H, n, dtype=dt, device=q.device)
         first(kc, ec, gc, bc, gmc, Tm)
-        rec(qc, kc, ec, vc, gc, bc, gmc, Tm, offsets, h0, o, ht)
+        rec(qc, kc, ec, vc, *(x.transpose(1, 2).contiguous() for x in (gc, bc, gmc)), Tm, offsets, h0, o, ht)
     else:
         W = torch.empty(NC, n, H, Kp, dtype=dt, device=q.device)
         U = torch.empty(NC, n, H, Vp, dtype=dt, device=q.device)
         Aqk = torch.empty(NC, C, H, n, dtype=dt, device=q.device)
         first(qc, kc, ec, vc, gc, bc, gmc, W, U, Aqk)
-        rec(qc, kc, ec, gc, W, U, Aqk, offsets, h0, o, ht)
+        rec(qc, kc, ec, gc.transpose(1, 2).contiguous(), W, U, Aqk, offsets, h0, o, ht)
     if keep is None:
         o = o.reshape(B, -1, H, Vp)[:, :T, :, :V]
     else:

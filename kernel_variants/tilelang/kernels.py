@@ -108,10 +108,11 @@ def intra_smem(K: int, V: int, dtype: str, BT: int, BK: int, num_stages: int) ->
 def recurrence_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: int) -> int:
     C, n, db = BT, 2 * BT, DTYPE_BYTES[dtype]
     stages = max(num_stages, 1)
-    tiles = stages * (n * K + n * K + C * K + C * n) * db   # W, kappa, q, Aqk per chunk
-    state = K * BV * db + stages * n * BV * db              # S and Delta (pipelined too)
-    rows = n * 4 * stages
-    return tiles + state + rows
+    tiles = stages * (n * K + 3 * C * K + C * n + n * BV) * db  # W, e, k, q, Aqk, U per chunk
+    rows = stages * C * 4                                       # G
+    work = (K * BV + n * K + C * K) * db                        # S, scaled kappa and q
+    delta = stages * n * BV * db                                # Delta (pipelined too)
+    return tiles + rows + work + delta + 2048
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +143,8 @@ class _Style:
 
     def loop(self, extent: Any) -> Any:
         # num_stages > 1 lowers, but gave wrong results on an H200 (2026-11-28, every config);
-        # the search space admits only num_stages == 1 until that is understood.
+        # the recurrences are rewritten for it (see ``_out_state_macro``), not yet run on a GPU:
+        # the search space admits only num_stages == 1 until they are.
         if self.cpu or self.num_stages <= 1:
             return self.T.serial(extent)
         return self.T.Pipelined(extent, num_stages=self.num_stages)
@@ -217,24 +219,33 @@ def _solve_macros(sty: _Style, gemm: Any, n: int, C: int, steps: int) -> tuple[A
 
 def _out_state_macro(sty: _Style, gemm: Any, n: int, C: int, K: int, BV: int, scale: float, dt: str) -> Any:
     """The end of a chunk step, shared by both recurrences: o = scale ((q e^Gq) S + Aqk Delta)
-    into O[c, :, i_h, V tile], then S = e^{G_last} S + (kappa e^{G_last - G})^T Delta (q and kappa
-    are scaled in place)."""
+    into O[c, :, i_h, V tile], then S = e^{G_last} S + (kappa e^{G_last - G})^T Delta (kappa: the
+    chunk's e rows, then its k rows), and the copy of S (b_Ss, the storage dtype) that the next
+    chunk's products read.
+
+    Written for TileLang 0.1.15's warp-specialized pipeline (num_stages > 1 on sm_90a): the loaded
+    tiles (q, e, k, G) are only read, the scaled q and kappa go to buffers of their own (b_qs,
+    b_ks), and b_Ss is made here, after the update (made at the top of the step, the pipeline gave
+    it to the producer threads, which hold only the initial state)."""
     T = sty.T
     f32 = "float32"
 
     @T.macro
-    def out_and_state(b_q, b_Ss, b_Aqk, b_D, b_o, b_kap, b_S, b_g, O, c, i_h, i_v):  # type: ignore[no-untyped-def]
+    def out_and_state(b_q, b_qs, b_Ss, b_Aqk, b_D, b_o, b_e, b_k, b_ks, b_S, b_gc, O, c, i_h, i_v):  # type: ignore[no-untyped-def]
         for i, d in sty.par(C, K):
-            b_q[i, d] = T.cast(T.cast(b_q[i, d], f32) * T.exp(b_g[i]), dt)
-        gemm(b_q, b_Ss, b_o, clear=True)
+            b_qs[i, d] = T.cast(T.cast(b_q[i, d], f32) * T.exp(b_gc[i]), dt)
+        gemm(b_qs, b_Ss, b_o, clear=True)
         gemm(b_Aqk, b_D, b_o)
         for i, d in sty.par(C, BV):
             O[c, i, i_h, i_v * BV + d] = T.cast(b_o[i, d] * scale, dt)
-        for r, d in sty.par(n, K):
-            b_kap[r, d] = T.cast(T.cast(b_kap[r, d], f32) * T.exp(b_g[n - 1] - b_g[r]), dt)
+        for i, d in sty.par(C, K):
+            b_ks[i, d] = T.cast(T.cast(b_e[i, d], f32) * T.exp(b_gc[C - 1] - b_gc[i]), dt)
+            b_ks[C + i, d] = T.cast(T.cast(b_k[i, d], f32) * T.exp(b_gc[C - 1] - b_gc[i]), dt)
         for i, d in sty.par(K, BV):
-            b_S[i, d] = b_S[i, d] * T.exp(b_g[n - 1])
-        gemm(b_kap, b_D, b_S, transpose_A=True)
+            b_S[i, d] = b_S[i, d] * T.exp(b_gc[C - 1])
+        gemm(b_ks, b_D, b_S, transpose_A=True)
+        for i, d in sty.par(K, BV):
+            b_Ss[i, d] = T.cast(b_S[i, d], dt)
 
     return out_and_state
 
@@ -338,7 +349,8 @@ def intra_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> A
 # ---------------------------------------------------------------------------------------------
 
 def recurrence_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
-    """o [NC, C, H, V] and final states [N, H, K, V] from W, U, Aqk, q, k, e, G and h0."""
+    """o [NC, C, H, V] and final states [N, H, K, V] from W, U, Aqk, q, k, e, G and h0 (G
+    transposed, [NC, H, C]: one contiguous row a chunk and head, a whole-tile copy)."""
     T, sty, gemm = _begin(problem, tun, style)
     K, V, dt = problem.K, problem.V, problem.dtype
     C, BV = tun.BT, tun.BV
@@ -356,7 +368,7 @@ def recurrence_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu")
         Q: T.Tensor((NC, C, H, K), dt),
         Kk: T.Tensor((NC, C, H, K), dt),
         E: T.Tensor((NC, C, H, K), dt),
-        G: T.Tensor((NC, C, H), f32),
+        Gt: T.Tensor((NC, H, C), f32),
         W: T.Tensor((NC, n, H, K), dt),
         U: T.Tensor((NC, n, H, V), dt),
         Aqk: T.Tensor((NC, C, H, n), dt),
@@ -369,10 +381,14 @@ def recurrence_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu")
             b_S = sty.frag((K, BV))
             b_Ss = sty.shared((K, BV), dt)
             b_W = sty.shared((n, K), dt)
-            b_kap = sty.shared((n, K), dt)
+            b_e = sty.shared((C, K), dt)
+            b_k = sty.shared((C, K), dt)
+            b_ks = sty.shared((n, K), dt)
             b_q = sty.shared((C, K), dt)
+            b_qs = sty.shared((C, K), dt)
             b_Aqk = sty.shared((C, n), dt)
-            b_g = sty.shared((n,), f32)
+            b_gc = sty.shared((C,), f32)
+            b_U = sty.shared((n, BV), dt)
             b_ws = sty.frag((n, BV))
             b_D = sty.shared((n, BV), dt)
             b_o = sty.frag((C, BV))
@@ -382,26 +398,27 @@ def recurrence_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu")
             else:
                 for i, j in sty.par(K, BV):
                     b_S[i, j] = T.float32(0)
+            for i, d in sty.par(K, BV):
+                b_Ss[i, d] = T.cast(b_S[i, d], dt)
             c0 = ChunkOffsets[i_n]
             nchunks = ChunkOffsets[i_n + 1] - c0
             for j in sty.loop(nchunks):
+                # every load a whole-tile copy into a buffer of its own: the pipeline (num_stages
+                # > 1) gives each its own barrier, released after the tile's last read (element
+                # loops were grouped with W's copy and released after W's product, before the
+                # step's last read of kappa and G)
                 T.copy(W[c0 + j, 0:n, i_h, 0:K], b_W)
-                # an element loop, not two T.copy into halves: TileLang 0.1.15 rejects half-tile
-                # copies into a pipelined buffer ("plain SMEM layout is not a bijection")
-                for i, d in sty.par(C, K):
-                    b_kap[i, d] = E[c0 + j, i, i_h, d]
-                    b_kap[C + i, d] = Kk[c0 + j, i, i_h, d]
+                T.copy(E[c0 + j, 0:C, i_h, 0:K], b_e)
+                T.copy(Kk[c0 + j, 0:C, i_h, 0:K], b_k)
                 T.copy(Q[c0 + j, 0:C, i_h, 0:K], b_q)
                 T.copy(Aqk[c0 + j, 0:C, i_h, 0:n], b_Aqk)
-                for r in sty.par(n):
-                    b_g[r] = G[c0 + j, r % C, i_h]
-                for i, d in sty.par(K, BV):
-                    b_Ss[i, d] = T.cast(b_S[i, d], dt)
+                T.copy(U[c0 + j, 0:n, i_h, i_v * BV:(i_v + 1) * BV], b_U)
+                T.copy(Gt[c0 + j, i_h, 0:C], b_gc)
                 # Delta = U - W S
                 gemm(b_W, b_Ss, b_ws, clear=True)
                 for r, d in sty.par(n, BV):
-                    b_D[r, d] = T.cast(T.cast(U[c0 + j, r, i_h, i_v * BV + d], f32) - b_ws[r, d], dt)
-                out_and_state(b_q, b_Ss, b_Aqk, b_D, b_o, b_kap, b_S, b_g, O, c0 + j, i_h, i_v)
+                    b_D[r, d] = T.cast(T.cast(b_U[r, d], f32) - b_ws[r, d], dt)
+                out_and_state(b_q, b_qs, b_Ss, b_Aqk, b_D, b_o, b_e, b_k, b_ks, b_S, b_gc, O, c0 + j, i_h, i_v)
             T.copy(b_S, HT[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
 
     return eda_recurrence
@@ -422,9 +439,10 @@ def tm_smem(K: int, V: int, dtype: str, BT: int, BK: int, num_stages: int) -> in
 def recurrence_tm_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: int) -> int:
     C, n, db = BT, 2 * BT, DTYPE_BYTES[dtype]
     stages = max(num_stages, 1)
-    tiles = stages * (n * K + C * K + n * n) * db          # kappa, q, Tm per chunk
-    work = (C * n + 2 * n * BV + K * BV) * db              # Aqk, X, Delta, S
-    return tiles + work + 2 * n * 4 * stages + 2048
+    tiles = stages * (3 * C * K + n * n + C * BV) * db     # e, k, q, Tm, v per chunk
+    rows = stages * 3 * C * 4                              # G, beta, gamma
+    work = (C * n + 2 * n * BV + K * BV + 2 * n * K + C * K) * db  # Aqk, X, Delta, S, kappa twice, q
+    return tiles + rows + work + stages * n * BV * db + 2048
 
 
 def tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
@@ -497,9 +515,9 @@ def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gp
         Kk: T.Tensor((NC, C, H, K), dt),
         E: T.Tensor((NC, C, H, K), dt),
         Vv: T.Tensor((NC, C, H, V), dt),
-        G: T.Tensor((NC, C, H), f32),
-        Beta: T.Tensor((NC, C, H), f32),
-        Gamma: T.Tensor((NC, C, H), f32),
+        Gt: T.Tensor((NC, H, C), f32),
+        Betat: T.Tensor((NC, H, C), f32),
+        Gammat: T.Tensor((NC, H, C), f32),
         Tm: T.Tensor((NC, n, H, n), dt),
         ChunkOffsets: T.Tensor((NP1,), "int32"),
         H0: T.Tensor((N, H, K, V), f32),
@@ -509,15 +527,22 @@ def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gp
         with T.Kernel(V // BV, N, H, threads=sty.threads) as (i_v, i_n, i_h):
             b_S = sty.frag((K, BV))
             b_Ss = sty.shared((K, BV), dt)
-            b_kap = sty.shared((n, K), dt)
+            b_e = sty.shared((C, K), dt)
+            b_k = sty.shared((C, K), dt)
+            b_ks = sty.shared((n, K), dt)
             b_q = sty.shared((C, K), dt)
+            b_qs = sty.shared((C, K), dt)
             b_Tm = sty.shared((n, n), dt)
-            b_g = sty.shared((n,), f32)
-            b_b = sty.shared((n,), f32)
-            b_ks = sty.frag((n, BV))
+            b_gc = sty.shared((C,), f32)
+            b_bet = sty.shared((C,), f32)
+            b_gam = sty.shared((C,), f32)
+            b_v = sty.shared((C, BV), dt)
+            b_es = sty.frag((C, BV))
+            b_kks = sty.frag((C, BV))
             b_X = sty.shared((n, BV), dt)
             b_d = sty.frag((n, BV))
             b_D = sty.shared((n, BV), dt)
+            b_kap = sty.shared((n, K), dt)
             b_qk = sty.frag((C, n))
             b_Aqk = sty.shared((C, n), dt)
             b_o = sty.frag((C, BV))
@@ -527,38 +552,42 @@ def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gp
             else:
                 for i, j in sty.par(K, BV):
                     b_S[i, j] = T.float32(0)
+            for i, d in sty.par(K, BV):
+                b_Ss[i, d] = T.cast(b_S[i, d], dt)
             c0 = ChunkOffsets[i_n]
             nchunks = ChunkOffsets[i_n + 1] - c0
             for j in sty.loop(nchunks):
-                for i, d in sty.par(C, K):
-                    b_kap[i, d] = E[c0 + j, i, i_h, d]
-                    b_kap[C + i, d] = Kk[c0 + j, i, i_h, d]
+                # whole-tile copies into buffers of their own, only read afterwards (see
+                # ``recurrence_kernel``: what TileLang's pipeline needs to release them correctly)
+                T.copy(E[c0 + j, 0:C, i_h, 0:K], b_e)
+                T.copy(Kk[c0 + j, 0:C, i_h, 0:K], b_k)
                 T.copy(Q[c0 + j, 0:C, i_h, 0:K], b_q)
                 T.copy(Tm[c0 + j, 0:n, i_h, 0:n], b_Tm)
-                for r in sty.par(n):
-                    b_g[r] = G[c0 + j, r % C, i_h]
-                    b_b[r] = T.if_then_else(r < C, Gamma[c0 + j, r % C, i_h], Beta[c0 + j, r % C, i_h])
-                for i, d in sty.par(K, BV):
-                    b_Ss[i, d] = T.cast(b_S[i, d], dt)
+                T.copy(Vv[c0 + j, 0:C, i_h, i_v * BV:(i_v + 1) * BV], b_v)
+                T.copy(Gt[c0 + j, i_h, 0:C], b_gc)
+                T.copy(Betat[c0 + j, i_h, 0:C], b_bet)
+                T.copy(Gammat[c0 + j, i_h, 0:C], b_gam)
                 # X = diag(b) (nu - e^G kappa S); nu: v on the write rows, 0 on the erase rows
-                gemm(b_kap, b_Ss, b_ks, clear=True)
-                for r, d in sty.par(n, BV):
-                    b_X[r, d] = T.cast(b_b[r] * (
-                        T.if_then_else(r >= C, T.cast(Vv[c0 + j, T.max(r - C, 0), i_h, i_v * BV + d], f32),
-                                       T.float32(0))
-                        - T.exp(b_g[r]) * b_ks[r, d]), dt)
+                gemm(b_e, b_Ss, b_es, clear=True)
+                gemm(b_k, b_Ss, b_kks, clear=True)
+                for i, d in sty.par(C, BV):
+                    b_X[i, d] = T.cast(-b_gam[i] * T.exp(b_gc[i]) * b_es[i, d], dt)
+                    b_X[C + i, d] = T.cast(b_bet[i] * (T.cast(b_v[i, d], f32) - T.exp(b_gc[i]) * b_kks[i, d]), dt)
                 # Delta = Tm X
                 gemm(b_Tm, b_X, b_d, clear=True)
                 for r, d in sty.par(n, BV):
                     b_D[r, d] = T.cast(b_d[r, d], dt)
-                # Aqk: token i's query sees rows with pos(s) <= 2 i + 1
+                # Aqk = q kappa^T (kappa = [e; k], assembled in a buffer of its own): token i's
+                # query sees the erase and the write row of every token s <= i
+                for i, d in sty.par(C, K):
+                    b_kap[i, d] = b_e[i, d]
+                    b_kap[C + i, d] = b_k[i, d]
                 gemm(b_q, b_kap, b_qk, transpose_B=True, clear=True)
                 for i, s in sty.par(C, n):
                     b_Aqk[i, s] = T.cast(T.if_then_else(
-                        2 * (s % C) + s // C <= 2 * i + 1,
-                        b_qk[i, s] * T.exp(T.min(b_g[i] - b_g[s], T.float32(0))),
+                        s % C <= i, b_qk[i, s] * T.exp(T.min(b_gc[i] - b_gc[s % C], T.float32(0))),
                         T.float32(0)), dt)
-                out_and_state(b_q, b_Ss, b_Aqk, b_D, b_o, b_kap, b_S, b_g, O, c0 + j, i_h, i_v)
+                out_and_state(b_q, b_qs, b_Ss, b_Aqk, b_D, b_o, b_e, b_k, b_ks, b_S, b_gc, O, c0 + j, i_h, i_v)
             T.copy(b_S, HT[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
 
     return eda_recurrence_tm
