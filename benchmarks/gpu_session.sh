@@ -27,7 +27,8 @@
 #            and earlier runs, with `eda-tune check --merge`);
 #   PROBE_S  benchmarks/gpu_config_probe.py: one Triton config (PROBE_CONFIG) and variants of it
 #            (PROBE_VARIANTS) checked against the float64 reference at PROBE_PROBLEMS; $OUT/probe.json;
-#   TL_S     benchmarks/gpu_tilelang_check.py (TileLang configs checked, then timed at S1);
+#   TL_S     benchmarks/gpu_tilelang_check.py (TileLang configs checked, then timed at S1; TL_ARGS: more
+#            arguments, e.g. --outside-space to run the configs the space rejects, num_stages 2);
 #   COMPARE  1: compare that bench against results/bench/<slug>.json and results/<slug>.yaml (as the
 #            GPU CI workflow does; reports in $OUT/compare.tgz);
 #   COLD_S   benchmarks/tuner_bench.py cold-start (first call at S1 in a fresh process);
@@ -70,7 +71,7 @@ fi
 if [ "${TL_S:-0}" -gt 0 ]; then
   mkdir -p "$OUT/tl"
   OUT=$OUT/tl timeout "$TL_S" python3 benchmarks/gpu_tilelang_check.py --shapes "${TL_SHAPES:-S1}" \
-    --budget-s $(( TL_S - 30 )) >> "$LOG" 2>&1
+    --budget-s $(( TL_S - 30 )) ${TL_ARGS:-} >> "$LOG" 2>&1
   echo "tilelang check: rc $?" | tee -a "$LOG"
 fi
 if [ "${TMS_S:-0}" -gt 0 ]; then
