@@ -966,3 +966,26 @@ def test_gpu_bf16_bwd_h_tm_dh(varlen: bool) -> None:
     problem = Problem(B=1 if varlen else 2, T=300, H=4, K=128, V=100, dtype="bfloat16", initial_state=True,
                       final_state=True, training=True, device="cuda", num_seqs=3 if varlen else 0)
     _check(problem, TritonParams(bwd_h="tm_dh", bk_grad=128), seed=34, grads=True, tol=2e-2)
+
+
+def test_config_probe_reports_each_variant(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/gpu_config_probe.py (what found the BT 32 defect, H200 run 77) runs here under the
+    interpreter: one row a variant, each with the overrides applied to the config and every output
+    and gradient checked against the float64 reference."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "gpu_config_probe", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_config_probe.py"))
+    assert spec is not None and spec.loader is not None
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    monkeypatch.setenv("OUT", str(tmp_path))
+    monkeypatch.setenv("PROBE_PROBLEMS", "1:40:2:32:32")
+    monkeypatch.setenv("PROBE_CONFIG", json.dumps({"BT": 16, "BK": 32, "BV": 16}))
+    monkeypatch.setenv("PROBE_VARIANTS", json.dumps({"bk16": {"bk_intra": 16}, "nopre": {"bwd_prefetch": False}}))
+    probe.main()
+    rows = json.loads((tmp_path / "probe.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["base", "bk16", "nopre"]
+    assert all(r["ok"] and set(r["errors"]) >= {"o", "dq", "dk", "dv", "de"} for r in rows)
+    assert rows[1]["params"]["bk_intra"] == 16 and rows[2]["params"]["bwd_prefetch"] is False
