@@ -282,51 +282,67 @@ def test_admitted_configs_lower_for_sm90a(name: str) -> None:
 
 
 def _pipeline_violations(src: str) -> list[str]:
-    """Read TileLang's warp-specialized CUDA (num_stages > 1): the producer waits on a release
-    barrier R before loading tile b_X (TMA, cp.async or plain stores); the consumer must arrive on R only
-    after its last read of b_X in the step. Returns the tiles released early, and any compute
-    the producer threads were given (arrays named ``*_producer_ws``)."""
+    """Read TileLang's warp-specialized CUDA (num_stages > 1): in each pipelined loop the producer
+    waits on a release barrier R before loading a tile b_X (TMA, cp.async or plain stores); the
+    consumer's twin loop must arrive on R only after its last read of b_X (reads up to the next
+    pipelined loop count: its loads may reuse the buffer). Returns the tiles released early, and any
+    compute the producer threads were given (arrays named ``*_producer_ws``)."""
     import re
 
     bad = [f"producer compute: {name}" for name in sorted(set(re.findall(r"(\w+_producer_ws)\[", src)))]
     lines = src.splitlines()
-    loops = [i for i, line in enumerate(lines) if re.match(r"\s*for \(int j(_\d+)? = 0; j(_\d+)? < nchunks", line)]
-    assert len(loops) == 2, f"expected a producer and a consumer loop, found {len(loops)}"
-    producer, consumer = lines[loops[0]:loops[1]], lines[loops[1]:]
-    release: dict[str, int] = {}
-    waiting = None
-    for line in producer:
-        m = re.search(r"mbarrier\[\(\(j & 1\) \+ (\d+)\)\]\.wait", line)
-        if m:
-            waiting = int(m.group(1))
-        # the producer only writes shared tiles (TMA, cp.async or plain stores)
-        for buf in re.findall(r"\(\([\w ]+\*\)(b_\w+)\)", line):
-            if waiting is not None:
-                release[buf] = waiting
-    assert release, "no pipelined tile found"
-    for buf, r in release.items():
-        done = rf"mbarrier\[\(\(j_1 & 1\) \+ {r}\)\]\.arrive\(\)"
-        arrive = [i for i, line in enumerate(consumer) if re.search(done, line)]
-        reads = [i for i, line in enumerate(consumer) if f"*){buf})" in line]
-        if not arrive or (reads and max(reads) > arrive[0]):
-            bad.append(f"{buf}: released at consumer line {arrive[:1]}, read until {max(reads, default=-1)}")
+    # the producer is the kernel's top-level branch on the first warpgroup, the consumer its else
+    top = [i for i, line in enumerate(lines) if re.match(r"  if \(\(\(int\)threadIdx\.x\) < \d+\) \{$", line)]
+    assert top, "no producer branch: not a warp-specialized pipeline"
+    split = [i for i in range(top[0], len(lines)) if lines[i] == "  } else {"][:1]
+    assert split, "no consumer branch"
+    barrier = r"mbarrier\[\(\(?\w+(?: & 1\))? \+ {}\)\]\.{}"
+
+    def loops(lo: int, hi: int) -> list[int]:
+        return [i for i in range(lo, hi - 1) if re.match(r"\s*for \(int \w+ = 0;", lines[i])
+                and re.match(r"\s*mbarrier\[.*\]\.wait\(", lines[i + 1])]
+
+    producer, consumer = loops(0, split[0]), loops(split[0], len(lines))
+    assert producer and len(producer) == len(consumer), (producer, consumer)
+    for k, (p0, c0) in enumerate(zip(producer, consumer)):
+        p1 = producer[k + 1] if k + 1 < len(producer) else split[0]
+        c1 = consumer[k + 1] if k + 1 < len(consumer) else len(lines)
+        release: dict[str, int] = {}
+        waiting = None
+        for line in lines[p0:p1]:
+            m = re.search(barrier.format(r"(\d+)", "wait"), line)
+            if m:
+                waiting = int(m.group(1))
+            for buf in re.findall(r"\(\([\w ]+\*\)(b_\w+)\)", line):
+                if waiting is not None:
+                    release[buf] = waiting
+        assert release, f"no pipelined tile in loop {k}"
+        body = lines[c0:c1]
+        for buf, r in release.items():
+            arrive = [i for i, line in enumerate(body) if re.search(barrier.format(r, r"arrive\(\)"), line)]
+            reads = [i for i, line in enumerate(body) if f"*){buf})" in line]
+            if not arrive or (reads and max(reads) > arrive[0]):
+                last = max(reads, default=-1)
+                bad.append(f"loop {k} {buf}: released at line {arrive[:1]} of the loop, read until {last}")
     return bad
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("kind", ["recurrence", "recurrence_tm"])
-def test_pipelined_recurrences_release_tiles_after_their_last_read(kind: str) -> None:
-    """With num_stages 2 the recurrences lower to TileLang's warp-specialized pipeline (sm_90a).
-    As first written, the producer threads were given the step's copy of the state (from a stale
-    copy of the initial state) and kappa's and G's tiles were released right after W's product,
-    before the step's last read of them: every pipelined config was wrong on an H200
-    (2026-11-28). Now every loaded tile has a copy of its own, is only read, and is released
-    after its last read; the state's copy is made by the consumer. (Not yet run on a GPU: the
-    space still admits num_stages 1 only.)"""
+@pytest.mark.parametrize("kind", ["recurrence", "recurrence_tm", "intra", "tm"])
+def test_pipelined_kernels_release_tiles_after_their_last_read(kind: str) -> None:
+    """With num_stages 2 the forward's kernels lower to TileLang's warp-specialized pipeline
+    (sm_90a). As first written, the recurrences' producer threads were given the step's copy of
+    the state (from a stale copy of the initial state) and kappa's and G's tiles were released
+    right after W's product, before the step's last read of them: every pipelined config was
+    wrong on an H200 (2026-11-28). Now every loaded tile has a copy of its own, is only read, and
+    is released after its last read; the state's copy is made by the consumer. The intra and tm
+    kernels' Gram loops were right as written. (Not yet run on a GPU: the space still admits
+    num_stages 1 only.)"""
     from kernel_variants.tilelang.backend import lower_for_cuda
     from kernel_variants.tilelang.kernels import KernelProblem, Tunables
 
-    kp = KernelProblem(K=128, V=128, dtype="bfloat16", scale=128 ** -0.5, initial_state=True)
+    rec = kind.startswith("recurrence")
+    kp = KernelProblem(K=128, V=128, dtype="bfloat16", scale=128 ** -0.5 if rec else 1.0, initial_state=rec)
     src, _ = lower_for_cuda(kind, kp, Tunables(BT=16, BK=64, BV=64, threads=128, num_stages=2))
     assert _pipeline_violations(src) == []
 
