@@ -39,6 +39,7 @@ from kernel_variants.tilelang.kernels import (
     intra_smem,
     recurrence_smem,
     recurrence_tm_smem,
+    row_len,
     states_smem,
     tm_smem,
 )
@@ -230,6 +231,15 @@ def _prepare(c: _Call, q: torch.Tensor, k: torch.Tensor, e: torch.Tensor, v: tor
     return xs, [gc.cumsum(1), bc, gmc], offsets, keep
 
 
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """[NC, C, H] -> [NC, H, row_len(C)]: the recurrences' per-chunk rows, one contiguous row a
+    chunk and head, zero-padded to a 128-byte TMA tile (kernels.row_len)."""
+    NC, C, H = x.shape
+    out = x.new_zeros(NC, H, row_len(C))
+    out[:, :, :C] = x.transpose(1, 2)
+    return out
+
+
 def _pad_state(x: torch.Tensor | None, N: int, H: int, Kp: int, Vp: int, device: torch.device) -> torch.Tensor:
     if x is None:
         return torch.zeros(N, H, Kp, Vp, dtype=torch.float32, device=device)
@@ -274,13 +284,13 @@ def _forward(c: _Call, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: tor
         # only the chunk inverse goes through memory; the recurrence forms Delta and Aqk
         Tm = torch.empty(NC, n, H, n, dtype=dt, device=q.device)
         first(kc, ec, gc, bc, gmc, Tm)
-        rec(qc, kc, ec, vc, *(x.transpose(1, 2).contiguous() for x in (gc, bc, gmc)), Tm, offsets, h0, o, ht)
+        rec(qc, kc, ec, vc, *(_rows(x) for x in (gc, bc, gmc)), Tm, offsets, h0, o, ht)
     else:
         W = torch.empty(NC, n, H, Kp, dtype=dt, device=q.device)
         U = torch.empty(NC, n, H, Vp, dtype=dt, device=q.device)
         Aqk = torch.empty(NC, C, H, n, dtype=dt, device=q.device)
         first(qc, kc, ec, vc, gc, bc, gmc, W, U, Aqk)
-        rec(qc, kc, ec, gc.transpose(1, 2).contiguous(), W, U, Aqk, offsets, h0, o, ht)
+        rec(qc, kc, ec, _rows(gc), W, U, Aqk, offsets, h0, o, ht)
     if keep is None:
         o = o.reshape(B, -1, H, Vp)[:, :T, :, :V]
     else:

@@ -42,6 +42,14 @@ STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 #: dtype of the n x n solve; float32 (tf32 on tensor cores) keeps the doubling products accurate.
 SOLVE_DTYPE = "float32"
+
+
+def row_len(C: int) -> int:
+    """Columns of the recurrences' per-chunk rows (G, beta, gamma: [NC, H, row_len(C)] fp32, the
+    first C used). A pipelined copy is a TMA load, whose shared-memory destination must be 128-byte
+    aligned in every stage: a 16-float row (64 bytes) put the second stage's copy 64 bytes off
+    (misaligned address on an H200, 2026-12-03), so rows are padded to 32 floats."""
+    return max(C, 32)
 STYLES = ("cpu", "gpu")
 
 
@@ -109,7 +117,7 @@ def recurrence_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: in
     C, n, db = BT, 2 * BT, DTYPE_BYTES[dtype]
     stages = max(num_stages, 1)
     tiles = stages * (n * K + 3 * C * K + C * n + n * BV) * db  # W, e, k, q, Aqk, U per chunk
-    rows = stages * C * 4                                       # G
+    rows = stages * row_len(C) * 4                              # G (padded rows)
     work = (K * BV + n * K + C * K) * db                        # S, scaled kappa and q
     delta = stages * n * BV * db                                # Delta (pipelined too)
     return tiles + rows + work + delta + 2048
@@ -350,11 +358,13 @@ def intra_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> A
 
 def recurrence_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
     """o [NC, C, H, V] and final states [N, H, K, V] from W, U, Aqk, q, k, e, G and h0 (G
-    transposed, [NC, H, C]: one contiguous row a chunk and head, a whole-tile copy)."""
+    transposed and padded, [NC, H, row_len(C)]: one contiguous row a chunk and head, a whole-tile
+    copy)."""
     T, sty, gemm = _begin(problem, tun, style)
     K, V, dt = problem.K, problem.V, problem.dtype
     C, BV = tun.BT, tun.BV
     n = 2 * C
+    CR = row_len(C)
     f32 = "float32"
     NP1 = T.dynamic("NP1")  # N + 1 chunk offsets
     scale = float(problem.scale)
@@ -368,7 +378,7 @@ def recurrence_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu")
         Q: T.Tensor((NC, C, H, K), dt),
         Kk: T.Tensor((NC, C, H, K), dt),
         E: T.Tensor((NC, C, H, K), dt),
-        Gt: T.Tensor((NC, H, C), f32),
+        Gt: T.Tensor((NC, H, CR), f32),
         W: T.Tensor((NC, n, H, K), dt),
         U: T.Tensor((NC, n, H, V), dt),
         Aqk: T.Tensor((NC, C, H, n), dt),
@@ -387,7 +397,7 @@ def recurrence_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu")
             b_q = sty.shared((C, K), dt)
             b_qs = sty.shared((C, K), dt)
             b_Aqk = sty.shared((C, n), dt)
-            b_gc = sty.shared((C,), f32)
+            b_gc = sty.shared((CR,), f32)
             b_U = sty.shared((n, BV), dt)
             b_ws = sty.frag((n, BV))
             b_D = sty.shared((n, BV), dt)
@@ -413,7 +423,7 @@ def recurrence_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu")
                 T.copy(Q[c0 + j, 0:C, i_h, 0:K], b_q)
                 T.copy(Aqk[c0 + j, 0:C, i_h, 0:n], b_Aqk)
                 T.copy(U[c0 + j, 0:n, i_h, i_v * BV:(i_v + 1) * BV], b_U)
-                T.copy(Gt[c0 + j, i_h, 0:C], b_gc)
+                T.copy(Gt[c0 + j, i_h, 0:CR], b_gc)
                 # Delta = U - W S
                 gemm(b_W, b_Ss, b_ws, clear=True)
                 for r, d in sty.par(n, BV):
@@ -440,7 +450,7 @@ def recurrence_tm_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages:
     C, n, db = BT, 2 * BT, DTYPE_BYTES[dtype]
     stages = max(num_stages, 1)
     tiles = stages * (3 * C * K + n * n + C * BV) * db     # e, k, q, Tm, v per chunk
-    rows = stages * 3 * C * 4                              # G, beta, gamma
+    rows = stages * 3 * row_len(C) * 4                     # G, beta, gamma (padded rows)
     work = (C * n + 2 * n * BV + K * BV + 2 * n * K + C * K) * db  # Aqk, X, Delta, S, kappa twice, q
     return tiles + rows + work + stages * n * BV * db + 2048
 
@@ -497,11 +507,13 @@ def tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
 def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
     """o and the final states from q, k, e, v, G, beta, gamma and Tm (design "tm"): per chunk
     X = diag(b) (nu - e^G kappa S), Delta = Tm X, Aqk = (q kappa^T masked and decayed),
-    O = scale ((q e^Gq) S + Aqk Delta), S = e^{G_last} S + (kappa e^{G_last - G})^T Delta."""
+    O = scale ((q e^Gq) S + Aqk Delta), S = e^{G_last} S + (kappa e^{G_last - G})^T Delta.
+    G, beta and gamma come transposed and padded, [NC, H, row_len(C)] (see ``row_len``)."""
     T, sty, gemm = _begin(problem, tun, style)
     K, V, dt = problem.K, problem.V, problem.dtype
     C, BV = tun.BT, tun.BV
     n = 2 * C
+    CR = row_len(C)
     f32 = "float32"
     NP1 = T.dynamic("NP1")
     scale = float(problem.scale)
@@ -515,9 +527,9 @@ def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gp
         Kk: T.Tensor((NC, C, H, K), dt),
         E: T.Tensor((NC, C, H, K), dt),
         Vv: T.Tensor((NC, C, H, V), dt),
-        Gt: T.Tensor((NC, H, C), f32),
-        Betat: T.Tensor((NC, H, C), f32),
-        Gammat: T.Tensor((NC, H, C), f32),
+        Gt: T.Tensor((NC, H, CR), f32),
+        Betat: T.Tensor((NC, H, CR), f32),
+        Gammat: T.Tensor((NC, H, CR), f32),
         Tm: T.Tensor((NC, n, H, n), dt),
         ChunkOffsets: T.Tensor((NP1,), "int32"),
         H0: T.Tensor((N, H, K, V), f32),
@@ -533,9 +545,9 @@ def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gp
             b_q = sty.shared((C, K), dt)
             b_qs = sty.shared((C, K), dt)
             b_Tm = sty.shared((n, n), dt)
-            b_gc = sty.shared((C,), f32)
-            b_bet = sty.shared((C,), f32)
-            b_gam = sty.shared((C,), f32)
+            b_gc = sty.shared((CR,), f32)
+            b_bet = sty.shared((CR,), f32)
+            b_gam = sty.shared((CR,), f32)
             b_v = sty.shared((C, BV), dt)
             b_es = sty.frag((C, BV))
             b_kks = sty.frag((C, BV))
@@ -564,9 +576,9 @@ def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gp
                 T.copy(Q[c0 + j, 0:C, i_h, 0:K], b_q)
                 T.copy(Tm[c0 + j, 0:n, i_h, 0:n], b_Tm)
                 T.copy(Vv[c0 + j, 0:C, i_h, i_v * BV:(i_v + 1) * BV], b_v)
-                T.copy(Gt[c0 + j, i_h, 0:C], b_gc)
-                T.copy(Betat[c0 + j, i_h, 0:C], b_bet)
-                T.copy(Gammat[c0 + j, i_h, 0:C], b_gam)
+                T.copy(Gt[c0 + j, i_h, 0:CR], b_gc)
+                T.copy(Betat[c0 + j, i_h, 0:CR], b_bet)
+                T.copy(Gammat[c0 + j, i_h, 0:CR], b_gam)
                 # X = diag(b) (nu - e^G kappa S); nu: v on the write rows, 0 on the erase rows
                 gemm(b_e, b_Ss, b_es, clear=True)
                 gemm(b_k, b_Ss, b_kks, clear=True)
