@@ -150,9 +150,9 @@ class _Style:
         return self.T.alloc_shared(shape, dtype)
 
     def loop(self, extent: Any) -> Any:
-        # num_stages > 1 lowers, but gave wrong results on an H200 (2026-11-28, every config);
-        # the recurrences are rewritten for it (see ``_out_state_macro``), not yet run on a GPU:
-        # the search space admits only num_stages == 1 until they are.
+        # num_stages > 1: TileLang's warp-specialized TMA pipeline on sm_90a. Right on an H200
+        # since the recurrences' rewrite (``_out_state_macro``) and row padding (``row_len``),
+        # forward, run 81; slower than num_stages 1 there, so the search space admits 1 only.
         if self.cpu or self.num_stages <= 1:
             return self.T.serial(extent)
         return self.T.Pipelined(extent, num_stages=self.num_stages)
