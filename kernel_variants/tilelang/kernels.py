@@ -225,7 +225,8 @@ def _solve_macros(sty: _Style, gemm: Any, n: int, C: int, steps: int) -> tuple[A
     return start, double
 
 
-def _out_state_macro(sty: _Style, gemm: Any, n: int, C: int, K: int, BV: int, scale: float, dt: str) -> Any:
+def _out_state_macro(sty: _Style, gemm: Any, n: int, C: int, K: int, BV: int, scale: float, dt: str,
+                     in_place: bool = False) -> Any:
     """The end of a chunk step, shared by both recurrences: o = scale ((q e^Gq) S + Aqk Delta)
     into O[c, :, i_h, V tile], then S = e^{G_last} S + (kappa e^{G_last - G})^T Delta (kappa: the
     chunk's e rows, then its k rows), and the copy of S (b_Ss, the storage dtype) that the next
@@ -234,9 +235,32 @@ def _out_state_macro(sty: _Style, gemm: Any, n: int, C: int, K: int, BV: int, sc
     Written for TileLang 0.1.15's warp-specialized pipeline (num_stages > 1 on sm_90a): the loaded
     tiles (q, e, k, G) are only read, the scaled q and kappa go to buffers of their own (b_qs,
     b_ks), and b_Ss is made here, after the update (made at the top of the step, the pipeline gave
-    it to the producer threads, which hold only the initial state)."""
+    it to the producer threads, which hold only the initial state).
+
+    ``in_place`` (unpipelined builds of the wu recurrence): b_ks already holds the chunk's raw
+    kappa and is scaled where it is, as is b_q (b_qs is b_q; b_e and b_k are unused): less shared
+    memory than the pipelined form, which made num_stages 1 slower (H200, run 82: S1 2.19 -> 2.37 ms)."""
     T = sty.T
     f32 = "float32"
+
+    if in_place:
+        @T.macro
+        def out_and_state_in_place(b_q, b_qs, b_Ss, b_Aqk, b_D, b_o, b_e, b_k, b_ks, b_S, b_gc, O, c, i_h, i_v):  # type: ignore[no-untyped-def]
+            for i, d in sty.par(C, K):
+                b_q[i, d] = T.cast(T.cast(b_q[i, d], f32) * T.exp(b_gc[i]), dt)
+            gemm(b_q, b_Ss, b_o, clear=True)
+            gemm(b_Aqk, b_D, b_o)
+            for i, d in sty.par(C, BV):
+                O[c, i, i_h, i_v * BV + d] = T.cast(b_o[i, d] * scale, dt)
+            for r, d in sty.par(n, K):
+                b_ks[r, d] = T.cast(T.cast(b_ks[r, d], f32) * T.exp(b_gc[C - 1] - b_gc[r % C]), dt)
+            for i, d in sty.par(K, BV):
+                b_S[i, d] = b_S[i, d] * T.exp(b_gc[C - 1])
+            gemm(b_ks, b_D, b_S, transpose_A=True)
+            for i, d in sty.par(K, BV):
+                b_Ss[i, d] = T.cast(b_S[i, d], dt)
+
+        return out_and_state_in_place
 
     @T.macro
     def out_and_state(b_q, b_qs, b_Ss, b_Aqk, b_D, b_o, b_e, b_k, b_ks, b_S, b_gc, O, c, i_h, i_v):  # type: ignore[no-untyped-def]
@@ -369,7 +393,8 @@ def recurrence_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu")
     NP1 = T.dynamic("NP1")  # N + 1 chunk offsets
     scale = float(problem.scale)
     has_h0 = problem.initial_state
-    out_and_state = _out_state_macro(sty, gemm, n, C, K, BV, scale, dt)
+    piped = sty.num_stages > 1 and not sty.cpu
+    out_and_state = _out_state_macro(sty, gemm, n, C, K, BV, scale, dt, in_place=not piped)
     # runtime sizes: chunks, heads and sequences do not change the code
     NC, H, N = T.dynamic("NC"), T.dynamic("H"), T.dynamic("N")
 
@@ -391,14 +416,17 @@ def recurrence_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu")
             b_S = sty.frag((K, BV))
             b_Ss = sty.shared((K, BV), dt)
             b_W = sty.shared((n, K), dt)
-            b_e = sty.shared((C, K), dt)
-            b_k = sty.shared((C, K), dt)
             b_ks = sty.shared((n, K), dt)
             b_q = sty.shared((C, K), dt)
-            b_qs = sty.shared((C, K), dt)
             b_Aqk = sty.shared((C, n), dt)
             b_gc = sty.shared((CR,), f32)
-            b_U = sty.shared((n, BV), dt)
+            if piped:
+                b_e = sty.shared((C, K), dt)
+                b_k = sty.shared((C, K), dt)
+                b_qs = sty.shared((C, K), dt)
+                b_U = sty.shared((n, BV), dt)
+            else:
+                b_e, b_k, b_qs, b_U = b_ks, b_ks, b_q, U
             b_ws = sty.frag((n, BV))
             b_D = sty.shared((n, BV), dt)
             b_o = sty.frag((C, BV))
@@ -418,16 +446,26 @@ def recurrence_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu")
                 # loops were grouped with W's copy and released after W's product, before the
                 # step's last read of kappa and G)
                 T.copy(W[c0 + j, 0:n, i_h, 0:K], b_W)
-                T.copy(E[c0 + j, 0:C, i_h, 0:K], b_e)
-                T.copy(Kk[c0 + j, 0:C, i_h, 0:K], b_k)
+                if piped:
+                    T.copy(E[c0 + j, 0:C, i_h, 0:K], b_e)
+                    T.copy(Kk[c0 + j, 0:C, i_h, 0:K], b_k)
+                else:  # raw kappa, scaled in place later (an element loop: see NOTES.md)
+                    for i, d in sty.par(C, K):
+                        b_ks[i, d] = E[c0 + j, i, i_h, d]
+                        b_ks[C + i, d] = Kk[c0 + j, i, i_h, d]
                 T.copy(Q[c0 + j, 0:C, i_h, 0:K], b_q)
                 T.copy(Aqk[c0 + j, 0:C, i_h, 0:n], b_Aqk)
-                T.copy(U[c0 + j, 0:n, i_h, i_v * BV:(i_v + 1) * BV], b_U)
+                if piped:
+                    T.copy(U[c0 + j, 0:n, i_h, i_v * BV:(i_v + 1) * BV], b_U)
                 T.copy(Gt[c0 + j, i_h, 0:CR], b_gc)
                 # Delta = U - W S
                 gemm(b_W, b_Ss, b_ws, clear=True)
-                for r, d in sty.par(n, BV):
-                    b_D[r, d] = T.cast(T.cast(b_U[r, d], f32) - b_ws[r, d], dt)
+                if piped:
+                    for r, d in sty.par(n, BV):
+                        b_D[r, d] = T.cast(T.cast(b_U[r, d], f32) - b_ws[r, d], dt)
+                else:
+                    for r, d in sty.par(n, BV):
+                        b_D[r, d] = T.cast(T.cast(U[c0 + j, r, i_h, i_v * BV + d], f32) - b_ws[r, d], dt)
                 out_and_state(b_q, b_qs, b_Ss, b_Aqk, b_D, b_o, b_e, b_k, b_ks, b_S, b_gc, O, c0 + j, i_h, i_v)
             T.copy(b_S, HT[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
 
