@@ -125,13 +125,18 @@ def main() -> None:
         sweep(args, be, report, problem_of, t_start, out_dir)
         return
 
+    def full_config(p: Problem, cfg: dict[str, Any] | None) -> dict[str, Any]:
+        """The listed config over the backend's default for p (the list gives only what it varies;
+        a partial config would be rejected by the space for its missing tunables)."""
+        return {**be.default_config(p).to_dict(), **(cfg or {})}
+
     # -- compile ahead, in parallel (disk cache) --------------------------------------------------
     jobs = []
     for sid in args.shapes.split(","):
         B, T, H, D = SHAPES[sid]
         p = problem_of(B, T, H, D, D)
         for cfg in DEFAULT_CONFIGS:
-            full = be.default_config(p).to_dict() if cfg is None else cfg
+            full = full_config(p, cfg)
             ok, why = be.check_config(p, full)
             if ok or args.outside_space:
                 jobs.append((p.to_dict(), full, torch.cuda.current_device()))
@@ -212,7 +217,8 @@ def main() -> None:
     s1 = make_inputs(B, T, H, D, D, dt, seed=11)
     s1_ok = {}
     for cfg in DEFAULT_CONFIGS:
-        s1_ok[json.dumps(cfg)] = check("S1 (batch 0 vs float64)", p_s1, s1, cfg, sl=slice(0, 1))
+        listed = None if cfg is None else full_config(p_s1, cfg)
+        s1_ok[json.dumps(cfg)] = check("S1 (batch 0 vs float64)", p_s1, s1, listed, sl=slice(0, 1))
 
     # -- timings -----------------------------------------------------------------------------------
     import triton
@@ -228,7 +234,7 @@ def main() -> None:
             if sid == "S1" and not s1_ok.get(json.dumps(cfg)):
                 report["notes"].append(f"{sid} {cfg}: not timed, its check failed")
                 continue
-            full = be.default_config(p).to_dict() if cfg is None else cfg
+            full = full_config(p, cfg)
             if not be.check_config(p, full)[0] and not args.outside_space:
                 continue
             with torch.no_grad():
