@@ -528,7 +528,8 @@ def run_bench(targets: list[Target], shapes: list[NamedShape], opts: BenchOption
             for target in targets:
                 if progress:
                     progress(f"bench {target.label} {shape.name} {mode}")
-                row = bench_target(target, problem, refs, opts, floor)
+                row = _same_as_default(target, problem, shape.name, mode, rows) or \
+                    bench_target(target, problem, refs, opts, floor)
                 rows.append({"target": target.label, "backend": target.name, "variant": target.variant,
                              "shape": shape.name, "mode": mode, "problem": problem.to_dict(),
                              "floor_ms": floor["floor_ms"], **row})
@@ -537,6 +538,27 @@ def run_bench(targets: list[Target], shapes: list[NamedShape], opts: BenchOption
                                             [dict(r) for r in rows]), "partial": True})
         refs.clear()
     return _bench_report(targets, shapes, opts, skipped, device, ceilings, shape_rows, rows)
+
+
+def _same_as_default(target: Target, problem: Problem, shape: str, mode: str,
+                     rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A skip row for a tuned target whose config is the one its backend's default row (same shape
+    and mode, this run) already timed: timing one config twice only spends device time, and two
+    times for one config read as a difference between configs. None where the tuned target runs."""
+    if target.variant != "tuned":
+        return None
+    twin = next((r for r in rows if r["backend"] == target.name and r["variant"] == "default"
+                 and r["shape"] == shape and r["mode"] == mode and r.get("status") == "ok"), None)
+    if twin is None or twin.get("config") is None:
+        return None
+    try:
+        config = target.config_for(problem)
+    except Exception:  # no tuned config, or a broken one: bench_target reports it
+        return None
+    if config != twin["config"]:
+        return None
+    return {"status": "skip", "reason": f"the tuned config is the default's, timed in the {twin['target']} row",
+            "config": config, "check": None, "seconds": 0.0}
 
 
 def _bench_report(targets: list[Target], shapes: list[NamedShape], opts: BenchOptions,
