@@ -12,7 +12,8 @@
 #            for PROF_BACKENDS (default tilelang,triton) at PROF_ONLY (default S1), then each of
 #            PROF_CONFIGS (space-separated BACKEND:key=value,...); $OUT/prof.json;
 #   NCU_S    Nsight Compute over the five backward kernels at S1 (benchmarks/ncu_bwd.py): $OUT/ncu_bwd.txt;
-#   TUNE_S   tune the triton backend on S1-S5 (TRIALS per study; resumable: the storage comes back
+#   TUNE_S   tune the triton backend on S1-S5 (TRIALS per study, counting the trials already stored:
+#            a resumed study with TRIALS or more runs none; resumable: the storage comes back
 #            in $OUT and is carried again as .tune/), merging into results/<slug>.yaml; REFRESH=1:
 #            no new trials, each study's best and the current default timed again (tune --refresh);
 #            TUNE_MODE fwd|fwd_bwd|both: tune --mode (training classes: fwd_bwd);

@@ -352,6 +352,33 @@ def test_seeds_run_first_once_and_completed_with_the_default(tmp_path: Path) -> 
     assert not [t for t in trials if t.state == TrialState.WAITING]
 
 
+def test_queued_seeds_of_an_earlier_space_are_closed_not_piled_up(tmp_path: Path) -> None:
+    """A run that stops before its queued seeds ran leaves them WAITING; once the space changes their
+    keys are no longer today's, and each later run queued the seeds again (20 WAITING trials in the
+    H200 S4 study, 2026-12-03). Such trials are closed as failed, kind ``superseded``, not counted."""
+    register(SeededBackend(), replace=True)
+    storage = f"sqlite:///{tmp_path}/studies.db"
+    argv = ["tune", "--shapes", _shapes(tmp_path), "--backends", "seeded", "--storage", storage,
+            "--results", str(tmp_path / "res.yaml"), "--sampler", "random", *FAST]
+    assert cli.main([*argv, "--trials", "1"]) == 0  # the default runs; the two seeds stay queued
+    study = _study(storage, "seeded")
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 2
+    # a seed queued under an earlier space: another config key, another value set
+    study.enqueue_trial({"behaviour": "good", "chunk_size": 16},
+                        user_attrs={"is_seed": True, "config_key": "behaviour=good,chunk_size=16,old=1"})
+    assert cli.main([*argv, "--trials", "1"]) == 0
+    trials = _study(storage, "seeded").trials
+    stale = [t for t in trials if t.user_attrs.get("config_key", "").endswith("old=1")]
+    assert len(stale) == 1 and stale[0].state == TrialState.FAIL
+    assert stale[0].user_attrs["kind"] == "superseded" and "no longer" in stale[0].user_attrs["reason"]
+    waiting = [t.user_attrs["config_key"] for t in trials if t.state == TrialState.WAITING]
+    assert len(waiting) == 2 and len(set(waiting)) == 2  # today's seeds, queued once
+    assert cli.main([*argv, "--trials", "3"]) == 0  # the closed trial does not count toward --trials
+    evaluated = [t for t in _study(storage, "seeded").trials
+                 if t.state in (TrialState.COMPLETE, TrialState.FAIL) and t.user_attrs.get("kind") != "superseded"]
+    assert len(evaluated) == 3 and sum(bool(t.user_attrs.get("is_seed")) for t in evaluated) == 2
+
+
 def test_malformed_seeds() -> None:
     base = {"backend": "x", "parameters": {"BT": [16, 32]}, "default": {"BT": 16}}
     with pytest.raises(SearchSpaceError, match=r"seed #0 names unknown tunable 'BK'"):

@@ -197,7 +197,7 @@ def study_name(slug: str, backend: str, shape_class: ShapeClass) -> str:
 def _evaluated(t: optuna.trial.FrozenTrial) -> bool:
     """A trial that measured a config (not a constraint rejection, a copy of an earlier measurement
     of the same config, or a trial cut short by an interrupt): what ``--trials`` counts."""
-    return (t.state in EVALUATED and t.user_attrs.get("kind") != "interrupted"
+    return (t.state in EVALUATED and t.user_attrs.get("kind") not in ("interrupted", "superseded")
             and t.user_attrs.get("reused_from") is None)
 
 
@@ -251,6 +251,20 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
         study.tell(t.number, state=TrialState.FAIL)
     trials = study.get_trials(deepcopy=False)
     default_cfg, seed_cfgs = initial_configs(backend, space, problem, extra)
+    # a default or seed queued by an earlier run that never ran, whose config is no longer one of
+    # today's (the space or the default changed since: its key is another): closed as failed, not
+    # counted, so that queued copies of old configs do not pile up run after run and then take the
+    # first trials of a longer run
+    current = {default_cfg.key} | {c.key for c in seed_cfgs}
+    for t in trials:
+        if (t.state == TrialState.WAITING and (t.user_attrs.get("is_seed") or t.user_attrs.get("is_default"))
+                and t.user_attrs.get("config_key") not in current):
+            study._storage.set_trial_user_attr(t._trial_id, "kind", "superseded")
+            study._storage.set_trial_user_attr(t._trial_id, "reason", "queued by an earlier run for a config "
+                                               "that is no longer the default or a seed; never run")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    if any(t.state == TrialState.WAITING for t in trials):
+        trials = study.get_trials(deepcopy=False)
     seen: dict[str, optuna.trial.FrozenTrial] = {}
     for t in trials:
         if _evaluated(t) and "config_key" in t.user_attrs:
