@@ -379,6 +379,18 @@ def test_queued_seeds_of_an_earlier_space_are_closed_not_piled_up(tmp_path: Path
     assert len(evaluated) == 3 and sum(bool(t.user_attrs.get("is_seed")) for t in evaluated) == 2
 
 
+def test_a_run_with_nothing_left_to_run_says_why(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    register(SeededBackend(), replace=True)
+    storage = f"sqlite:///{tmp_path}/studies.db"
+    argv = ["tune", "--shapes", _shapes(tmp_path), "--backends", "seeded", "--storage", storage,
+            "--results", str(tmp_path / "res.yaml"), "--sampler", "random", *FAST]
+    assert cli.main([*argv, "--trials", "2"]) == 0
+    assert "no trial ran" not in capfd.readouterr().err
+    assert cli.main([*argv, "--trials", "2"]) == 0  # resumed with the same --trials: nothing to do
+    err = capfd.readouterr().err
+    assert "no trial ran" in err and "--trials counts those in the storage" in err
+
+
 def test_malformed_seeds() -> None:
     base = {"backend": "x", "parameters": {"BT": [16, 32]}, "default": {"BT": 16}}
     with pytest.raises(SearchSpaceError, match=r"seed #0 names unknown tunable 'BK'"):

@@ -197,6 +197,11 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous)
     dispatch.reset()
     _summary(outcomes, out_path)
+    if outcomes and not opts.refresh and all(o.ran == 0 and o.trials >= opts.trials for o in outcomes):
+        most = max(o.trials for o in outcomes)
+        err.print(f"[yellow]no trial ran: every study already had --trials {opts.trials} evaluated trials "
+                  f"(--trials counts those in the storage; the most here: {most}). Give a larger "
+                  f"--trials to go on, or --refresh to time the stored best against the default.[/]", soft_wrap=True)
     return 0
 
 
