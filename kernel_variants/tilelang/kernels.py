@@ -238,29 +238,10 @@ def _out_state_macro(sty: _Style, gemm: Any, n: int, C: int, K: int, BV: int, sc
     it to the producer threads, which hold only the initial state).
 
     ``in_place`` (unpipelined builds of the wu recurrence): b_ks already holds the chunk's raw
-    kappa and is scaled where it is, as is b_q (b_qs is b_q; b_e and b_k are unused): less shared
+    kappa and is scaled where it is, as is q (the caller passes b_q as b_qs; b_e, b_k unused): less shared
     memory than the pipelined form, which made num_stages 1 slower (H200, run 82: S1 2.19 -> 2.37 ms)."""
     T = sty.T
     f32 = "float32"
-
-    if in_place:
-        @T.macro
-        def out_and_state_in_place(b_q, b_qs, b_Ss, b_Aqk, b_D, b_o, b_e, b_k, b_ks, b_S, b_gc, O, c, i_h, i_v):  # type: ignore[no-untyped-def]
-            for i, d in sty.par(C, K):
-                b_q[i, d] = T.cast(T.cast(b_q[i, d], f32) * T.exp(b_gc[i]), dt)
-            gemm(b_q, b_Ss, b_o, clear=True)
-            gemm(b_Aqk, b_D, b_o)
-            for i, d in sty.par(C, BV):
-                O[c, i, i_h, i_v * BV + d] = T.cast(b_o[i, d] * scale, dt)
-            for r, d in sty.par(n, K):
-                b_ks[r, d] = T.cast(T.cast(b_ks[r, d], f32) * T.exp(b_gc[C - 1] - b_gc[r % C]), dt)
-            for i, d in sty.par(K, BV):
-                b_S[i, d] = b_S[i, d] * T.exp(b_gc[C - 1])
-            gemm(b_ks, b_D, b_S, transpose_A=True)
-            for i, d in sty.par(K, BV):
-                b_Ss[i, d] = T.cast(b_S[i, d], dt)
-
-        return out_and_state_in_place
 
     @T.macro
     def out_and_state(b_q, b_qs, b_Ss, b_Aqk, b_D, b_o, b_e, b_k, b_ks, b_S, b_gc, O, c, i_h, i_v):  # type: ignore[no-untyped-def]
@@ -270,9 +251,13 @@ def _out_state_macro(sty: _Style, gemm: Any, n: int, C: int, K: int, BV: int, sc
         gemm(b_Aqk, b_D, b_o)
         for i, d in sty.par(C, BV):
             O[c, i, i_h, i_v * BV + d] = T.cast(b_o[i, d] * scale, dt)
-        for i, d in sty.par(C, K):
-            b_ks[i, d] = T.cast(T.cast(b_e[i, d], f32) * T.exp(b_gc[C - 1] - b_gc[i]), dt)
-            b_ks[C + i, d] = T.cast(T.cast(b_k[i, d], f32) * T.exp(b_gc[C - 1] - b_gc[i]), dt)
+        if in_place:  # a Python constant: one branch is generated
+            for r, d in sty.par(n, K):
+                b_ks[r, d] = T.cast(T.cast(b_ks[r, d], f32) * T.exp(b_gc[C - 1] - b_gc[r % C]), dt)
+        else:
+            for i, d in sty.par(C, K):
+                b_ks[i, d] = T.cast(T.cast(b_e[i, d], f32) * T.exp(b_gc[C - 1] - b_gc[i]), dt)
+                b_ks[C + i, d] = T.cast(T.cast(b_k[i, d], f32) * T.exp(b_gc[C - 1] - b_gc[i]), dt)
         for i, d in sty.par(K, BV):
             b_S[i, d] = b_S[i, d] * T.exp(b_gc[C - 1])
         gemm(b_ks, b_D, b_S, transpose_A=True)
