@@ -746,6 +746,42 @@ def test_refresh_completes_a_best_config_stored_before_a_tunable_existed(tmp_pat
     assert again.extra.get("remeasured") is True and again.default_time_ms is not None
 
 
+def test_a_config_timed_again_counts_by_its_latest_trial(tmp_path: Path) -> None:
+    """A study begun under an older space holds the default's config under an older key (no
+    'solver'); the default then runs again under today's key. Its older, faster time (from before
+    a kernel change) is not picked, nor reported against today's time of the same config."""
+    import sqlite3
+
+    db = tmp_path / "studies.db"
+    storage = f"sqlite:///{db}"
+    out = tmp_path / "res.yaml"
+    argv = ["tune", "--shapes", _shapes(tmp_path), "--backends", "torch", "--storage", storage,
+            "--results", str(out), "--sampler", "random", *FAST]
+    assert cli.main([*argv, "--trials", "2"]) == 0
+    stale = 1e-6  # ms: faster than anything the CPU times
+    with sqlite3.connect(db) as con:  # as the older space wrote them: no 'solver', older keys
+        for tid, value in con.execute("SELECT trial_id, value_json FROM trial_user_attributes "
+                                      "WHERE key = 'config'").fetchall():
+            cfg = json.loads(value)
+            cfg.pop("solver")
+            con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'config'",
+                        (json.dumps(cfg), tid))
+            con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'config_key'",
+                        (json.dumps(Config.from_dict(cfg).key), tid))
+        (default_tid,) = con.execute("SELECT trial_id FROM trial_user_attributes WHERE key = 'is_default'").fetchone()
+        con.execute("UPDATE trial_values SET value = ? WHERE trial_id = ?", (stale, default_tid))
+    assert cli.main([*argv, "--trials", "3"]) == 0  # the default runs again, under today's key
+    trials = _study(storage, "torch").trials
+    defaults = [t for t in trials if t.user_attrs.get("is_default") and t.state == TrialState.COMPLETE]
+    assert len(defaults) == 2 and defaults[0].value == pytest.approx(stale)
+    key = ShapeClass.of(Problem(**{k: v for k, v in TINY.items() if k != "name"}, device="cpu")).key
+    got = R.load(out).entries[key].backends["torch"]
+    assert got.time_ms is not None and got.time_ms > 1e-3
+    assert got.default_time_ms == pytest.approx(defaults[1].value, rel=1e-4)
+    if got.config == defaults[1].user_attrs["config"]:  # the default is the best: one time, not two
+        assert got.time_ms == pytest.approx(got.default_time_ms, rel=1e-4)
+
+
 def _tuner_bench() -> Any:
     import importlib.util
 

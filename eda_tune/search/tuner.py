@@ -325,7 +325,7 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
     pruned_now, ran = 0, 0
     # a grid walks through its infeasible points once; a sampler stuck on infeasible configs is stopped
     max_pruned = math.inf if opts.sampler == "grid" else max(200, 50 * opts.trials)
-    best = _best(study, default_cfg.key, opts.max_error_ratio)
+    best = _best(study, default_cfg.key, opts.max_error_ratio, space.default_values)
     if progress:
         progress(done, opts.trials, best)
     while done < opts.trials and not opts.refresh:
@@ -396,7 +396,7 @@ def run_study(storage: Any, slug: str, backend: Backend, problem: Problem, shape
                 study.tell(trial, state=TrialState.FAIL)
             raise
         done += 1
-        best = _best(study, default_cfg.key, opts.max_error_ratio)
+        best = _best(study, default_cfg.key, opts.max_error_ratio, space.default_values)
         if progress:
             progress(done, opts.trials, best)
     outcome = _outcome(study, name, backend, cls, problem, shape, default_cfg, ran, opts)
@@ -482,19 +482,45 @@ def _state(study: optuna.Study, number: int) -> TrialState:
     return study.get_trials(deepcopy=False)[number].state
 
 
-def _pick(complete: Sequence[optuna.trial.FrozenTrial], default_key: str, ratio: float
+def completed_key(t: optuna.trial.FrozenTrial, default_values: Mapping[str, Any]) -> str:
+    """The key of the config a trial ran, completed with the space's defaults for tunables added
+    since (the kernel's behaviour before the switch): trials of one config under two spaces' keys
+    compare as one."""
+    return Config.from_dict({**default_values, **t.user_attrs.get("config", {})}).key
+
+
+def _latest(complete: Sequence[optuna.trial.FrozenTrial], default_values: Mapping[str, Any]
+            ) -> list[optuna.trial.FrozenTrial]:
+    """One trial per config (``completed_key``), the latest: a config timed again after the space
+    gained a tunable (a new key, so it ran) was timed on today's kernels, and its older time, from
+    before a change, is not picked (2026-12-03, run 87: the H200 S1 tilelang study kept a 2.19 ms
+    trial of 11-28 against today's 2.39 for the same config and reported a 1.09x speedup)."""
+    latest: dict[str, optuna.trial.FrozenTrial] = {}
+    for t in sorted(complete, key=lambda t: t.number):
+        latest[completed_key(t, default_values)] = t
+    return sorted(latest.values(), key=lambda t: t.number)
+
+
+def _pick(complete: Sequence[optuna.trial.FrozenTrial], default_key: str, ratio: float,
+          default_values: Mapping[str, Any] | None = None
           ) -> tuple[optuna.trial.FrozenTrial | None, dict[int, str]]:
     """The fastest of the completed trials that are not less accurate than the default's trial
-    (``less_accurate``, same check inputs), and why each one left out was."""
-    defaults = [t for t in complete if t.user_attrs.get("config_key") == default_key]
-    base = next((t.user_attrs["errors"] for t in defaults if t.user_attrs.get("errors")), None)
+    (``less_accurate``, same check inputs), and why each one left out was. With the space's
+    ``default_values``, a config timed more than once counts by its latest trial (``_latest``)."""
+    if default_values is not None:
+        complete = _latest(complete, default_values)
+    defaults = [t for t in complete if t.user_attrs.get("config_key") == default_key
+                or (default_values is not None and completed_key(t, default_values) == default_key)]
+    base = next((t.user_attrs["errors"] for t in reversed(defaults) if t.user_attrs.get("errors")), None)
     worse = {t.number: w for t in complete if (w := less_accurate(t.user_attrs.get("errors"), base, ratio))}
     kept = [t for t in complete if t.number not in worse and t.value is not None]
     return (min(kept, key=lambda t: (t.value, t.number)) if kept else None), worse
 
 
-def _best(study: optuna.Study, default_key: str, ratio: float) -> float | None:
-    best, _ = _pick(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), default_key, ratio)
+def _best(study: optuna.Study, default_key: str, ratio: float,
+          default_values: Mapping[str, Any] | None = None) -> float | None:
+    best, _ = _pick(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), default_key, ratio,
+                    default_values)
     return None if best is None else best.value
 
 
@@ -505,9 +531,11 @@ def _outcome(study: optuna.Study, name: str, backend: Backend, cls: ShapeClass, 
     complete = [t for t in evaluated if t.state == TrialState.COMPLETE and t.value is not None]
     failed = [t for t in evaluated if t.state == TrialState.FAIL]
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
-    defaults = [t for t in complete if t.user_attrs.get("config_key") == default_cfg.key]
+    space_defaults = backend.search_space.default_values
+    # the default's latest timing (an older one may predate a change of the kernels)
+    defaults = [t for t in _latest(complete, space_defaults) if completed_key(t, space_defaults) == default_cfg.key]
     # a config checked less accurate than the default (same check inputs) is not picked
-    best, worse = _pick(complete, default_cfg.key, opts.max_error_ratio)
+    best, worse = _pick(complete, default_cfg.key, opts.max_error_ratio, space_defaults)
     reason = None
     if best is None:
         reasons = [t.user_attrs.get("reason") for t in failed if t.user_attrs.get("reason")]
@@ -535,7 +563,7 @@ def _outcome(study: optuna.Study, name: str, backend: Backend, cls: ShapeClass, 
     return StudyOutcome(study_name=name, backend=backend.name, shape_class=cls, problem=problem, shape=shape,
                         best_config=best_config,
                         best_time_ms=None if best is None else float(best.value or 0.0),
-                        default_time_ms=float(defaults[0].value or 0.0) if defaults else None,
+                        default_time_ms=float(defaults[-1].value or 0.0) if defaults else None,
                         trials=len(evaluated), failed=len(failed), pruned=len(pruned), ran=ran,
                         reason=reason, extra=extra)
 
