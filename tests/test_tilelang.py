@@ -432,6 +432,26 @@ def test_default_segments_follow_the_problem() -> None:
     assert seg(B=1, T=32768, H=2, K=256, V=256) == 1  # the widened pass would need V + K = 512
 
 
+def test_default_design_and_tile_follow_the_problem() -> None:
+    """A forward-only GPU problem gets design tm (H200, runs 85 and 89: faster at S1, S3, S4), at
+    BV 32 where 64 or fewer programs would run the recurrence at BV 64 (S2: 3.825 ms against 5.731
+    at BV 64); training and the CPU build keep the space's default (wu, BV 64)."""
+    be = _backend()
+
+    def cfg(**kw: Any) -> tuple[str, int, int]:
+        problem = Problem(**{"dtype": "bfloat16", "device": "cuda", "K": 128, "V": 128, **kw})
+        c = be.default_config(problem)
+        return str(c["design"]), int(c["BV"]), int(c["segments"])
+
+    assert cfg(B=8, T=4096, H=16) == ("tm", 64, 1)                   # S1: 256 programs
+    assert cfg(B=2, T=16384, H=16) == ("tm", 32, 1)                  # S2: 64
+    assert cfg(B=8, T=4096, H=32, K=64, V=64) == ("tm", 64, 1)       # S3
+    assert cfg(B=1, T=32768, H=8) == ("tm", 64, 16)                  # S4: 16 pieces, 256 programs
+    assert cfg(B=1, T=65536, H=16, num_seqs=16) == ("tm", 64, 1)     # V1
+    assert cfg(B=2, T=16384, H=16, training=True) == ("wu", 64, 1)
+    assert cfg(B=2, T=16384, H=16, device="cpu") == ("wu", 64, 1)
+
+
 @pytest.mark.gpu
 def test_gpu_segments_forward_backward() -> None:
     """On a GPU (bf16): 8 pieces, the backward over the pieces, every gradient (the initial and

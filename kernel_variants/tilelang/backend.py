@@ -96,12 +96,16 @@ def kernel_specs(problem: Problem, config: Config | Mapping[str, Any], scale: fl
              Tunables(BT=tun.BT, BK=tun.BK, BV=tun.BK, threads=tun.threads, num_stages=tun.num_stages))
     rec = KernelProblem(K=Kp, V=Vp, dtype=dt, scale=float(problem.K ** -0.5 if scale is None else scale),
                         initial_state=problem.initial_state)
-    specs = ([("tm", *intra), ("recurrence_tm", rec, tun)] if str(cfg.get("design", "wu")) == "tm"
-             else [("intra", *intra), ("recurrence", rec, tun)])
+    # the recurrences and the backward's scans tile V only: BK reaches them through the padded
+    # K and V alone, so their specs carry BK 16 (one kernel for configs that differ only in BK)
+    rec_tun = replace(tun, BK=16)
+    specs = ([("tm", *intra), ("recurrence_tm", rec, rec_tun)] if str(cfg.get("design", "wu")) == "tm"
+             else [("intra", *intra), ("recurrence", rec, rec_tun)])
     if problem.training:  # the backward's two scans (no scale, states always passed)
-        scan = (KernelProblem(K=Kp, V=Vp, dtype=dt, scale=1.0, initial_state=False),
-                Tunables(BT=tun.BT, BK=tun.BK, BV=tun.BV, threads=tun.threads, num_stages=1))
-        specs += [("states", *scan), ("dstates", *scan), ("chunk_grads", *scan), ("intra_bwd", *scan)]
+        kp = KernelProblem(K=Kp, V=Vp, dtype=dt, scale=1.0, initial_state=False)
+        scan = Tunables(BT=tun.BT, BK=16, BV=tun.BV, threads=tun.threads, num_stages=1)
+        specs += [("states", kp, scan), ("dstates", kp, scan), ("chunk_grads", kp, scan),
+                  ("intra_bwd", kp, replace(scan, BK=tun.BK))]
         if specs[0][0] != "intra":  # the backward recomputes W, U, Aqk with the intra kernel
             specs.append(("intra", *intra))
     return specs
@@ -481,9 +485,24 @@ class TileLangBackend(Backend):
         programs, was slower cut: 8.98 against 5.10 with 16 pieces), where the space admits it.
         Training too: with the backward over the pieces (``PiecesFunction``; its gpu test passed in
         run 45) one S4 step took 13.34 ms of kernels with 16 pieces (torch.profiler, run 45) where
-        the uncut step had timed 26.06 ms (bench, run 35); not yet benched side by side."""
+        the uncut step had timed 26.06 ms (bench, run 35); not yet benched side by side.
+
+        A forward-only GPU problem gets ``design: tm``, and BV 32 where 64 or fewer programs would
+        run its recurrence at BV 64 (S2: 64). H200, ``benchmarks/gpu_tilelang_check.py`` (runs 85
+        and 89), ms, wu BV 64 (the space's default) / tm BV 64 / tm BV 32, all at BT 16: S1 2.197 /
+        2.016 / 2.403; S2 5.282 / 5.731 / 3.825; S3 2.187 / 1.929 / 1.951; S4 (16 pieces) 4.764 /
+        4.538 / 5.079. Training keeps wu (the backward runs the intra kernel anyway; tm is not
+        timed there)."""
         cfg = super().default_config(problem)
-        return with_tunables(self, problem, cfg, segments=default_pieces(problem, int(cfg["BV"]), max_programs=32))
+        if problem.device == "cuda" and not problem.training:
+            cfg = with_tunables(self, problem, cfg, design="tm")
+        seg = default_pieces(problem, int(cfg["BV"]), max_programs=32)
+        cfg = with_tunables(self, problem, cfg, segments=seg)
+        N = problem.num_seqs or problem.B
+        if (problem.device == "cuda" and not problem.training
+                and N * problem.H * -(-problem.V // int(cfg["BV"])) * int(cfg["segments"]) <= 64):
+            cfg = with_tunables(self, problem, cfg, BV=32)
+        return cfg
 
     def constraint_vars_names(self) -> list[str]:
         return ["intra_smem", "recurrence_smem", "tm_smem", "recurrence_tm_smem", "states_smem", "dstates_smem",
