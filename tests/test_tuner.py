@@ -719,17 +719,23 @@ def test_efficiency_benchmark_resumes_its_grid_and_replays_samplers(tmp_path: Pa
     assert all(1 <= r["trials_to_target"] <= out["valid_grid"] for r in out["replay"])
 
 
-def test_refresh_completes_a_best_config_stored_before_a_tunable_existed(tmp_path: Path) -> None:
-    """A study begun under an older space stored configs without a tunable added since; --refresh
-    completes the best one with that tunable's default instead of failing to re-time it."""
-    import sqlite3
-
+def _two_torch_trials(tmp_path: Path) -> tuple[Path, str, Path, list[str]]:
+    """A torch study of two trials in a fresh SQLite file: (db, storage, results, the tune argv)."""
     db = tmp_path / "studies.db"
     storage = f"sqlite:///{db}"
     out = tmp_path / "res.yaml"
     argv = ["tune", "--shapes", _shapes(tmp_path), "--backends", "torch", "--storage", storage,
             "--results", str(out), "--sampler", "random", *FAST]
     assert cli.main([*argv, "--trials", "2"]) == 0
+    return db, storage, out, argv
+
+
+def test_refresh_completes_a_best_config_stored_before_a_tunable_existed(tmp_path: Path) -> None:
+    """A study begun under an older space stored configs without a tunable added since; --refresh
+    completes the best one with that tunable's default instead of failing to re-time it."""
+    import sqlite3
+
+    db, storage, out, argv = _two_torch_trials(tmp_path)
     with sqlite3.connect(db) as con:  # as the older space wrote them: no 'solver'
         rows = con.execute("SELECT trial_user_attribute_id, value_json FROM trial_user_attributes "
                            "WHERE key = 'config'").fetchall()
@@ -752,12 +758,7 @@ def test_a_config_timed_again_counts_by_its_latest_trial(tmp_path: Path) -> None
     a kernel change) is not picked, nor reported against today's time of the same config."""
     import sqlite3
 
-    db = tmp_path / "studies.db"
-    storage = f"sqlite:///{db}"
-    out = tmp_path / "res.yaml"
-    argv = ["tune", "--shapes", _shapes(tmp_path), "--backends", "torch", "--storage", storage,
-            "--results", str(out), "--sampler", "random", *FAST]
-    assert cli.main([*argv, "--trials", "2"]) == 0
+    db, storage, out, argv = _two_torch_trials(tmp_path)
     stale = 1e-6  # ms: faster than anything the CPU times
     with sqlite3.connect(db) as con:  # as the older space wrote them: no 'solver', older keys
         for tid, value in con.execute("SELECT trial_id, value_json FROM trial_user_attributes "
