@@ -40,6 +40,8 @@
 # fla's autotuning (about 75 s per shape class) is cached by Triton: the results (not the compiled
 # kernels) come back as $OUT/autotune.tgz; put it in .tcache/ and carry .tcache to skip it next time
 # (without one, benchmarks/cache/fla_autotune_<slug>.tgz, committed from an earlier call, is used).
+# FLA_FRESH=1 uses neither (a card of its own first bench: the cache holds another card's picks when
+# EDA_TUNE_DEVICE_SLUG makes an H100 read the H200's results, both being sm_90).
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p /tmp/site && tar -C /tmp/site -xJf .device/bundle.tar.xz
@@ -51,7 +53,9 @@ LOG="$OUT/run.log"
 nvidia-smi -L | tee -a "$LOG"
 SLUG=$(python3 -c 'from eda_tune.hardware import detect; print(detect("cuda").slug)')
 export TRITON_CACHE_DIR=$PWD/.tcache/triton
-if [ -f .tcache/autotune.tgz ]; then
+if [ "${FLA_FRESH:-0}" = 1 ]; then
+  echo "fla autotunes afresh (FLA_FRESH=1: no cached autotune results)" | tee -a "$LOG"
+elif [ -f .tcache/autotune.tgz ]; then
   tar -C .tcache/triton -xzf .tcache/autotune.tgz
 elif [ -f "benchmarks/cache/fla_autotune_${SLUG}.tgz" ]; then
   tar -C .tcache/triton -xzf "benchmarks/cache/fla_autotune_${SLUG}.tgz"
