@@ -778,7 +778,9 @@ def test_a_config_timed_again_counts_by_its_latest_trial(tmp_path: Path) -> None
     key = ShapeClass.of(Problem(**{k: v for k, v in TINY.items() if k != "name"}, device="cpu")).key
     got = R.load(out).entries[key].backends["torch"]
     assert got.time_ms is not None and got.time_ms > 1e-3
-    assert got.default_time_ms == pytest.approx(defaults[1].value, rel=1e-4)
+    assert got.default_time_ms is not None and got.default_time_ms > 1e-3  # not the stale time
+    if not got.extra.get("remeasured"):  # else another config won and both were timed again
+        assert got.default_time_ms == pytest.approx(defaults[1].value, rel=1e-4)
     if got.config == defaults[1].user_attrs["config"]:  # the default is the best: one time, not two
         assert got.time_ms == pytest.approx(got.default_time_ms, rel=1e-4)
 
