@@ -39,13 +39,17 @@ from eda_tune.backends.base import Backend
 from eda_tune.problem import Config, Problem
 
 
+def recurrence_programs(problem: Problem, BV: int) -> int:
+    """Programs of the state recurrence uncut: one per (sequence, head, V tile of BV)."""
+    return (problem.num_seqs or problem.B) * problem.H * -(-problem.V // BV)
+
+
 def default_pieces(problem: Problem, BV: int, max_programs: int) -> int:
     """Pieces per sequence for a default config: the state recurrence runs one program per
     (sequence, head, V tile); with ``max_programs`` or fewer of them and sequences of 16K tokens or
     more (the mean, for varlen), cut each sequence so that about 256 programs run (at most 16
     pieces); otherwise 1. The backends' measurements are in their ``default_config``."""
-    N = problem.num_seqs or problem.B
-    programs = N * problem.H * -(-problem.V // BV)
+    programs = recurrence_programs(problem, BV)
     length = problem.T // problem.num_seqs if problem.num_seqs else problem.T
     if programs > max_programs or length < 16384:
         return 1

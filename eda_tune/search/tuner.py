@@ -507,10 +507,11 @@ def _pick(complete: Sequence[optuna.trial.FrozenTrial], default_key: str, ratio:
     """The fastest of the completed trials that are not less accurate than the default's trial
     (``less_accurate``, same check inputs), and why each one left out was. With the space's
     ``default_values``, a config timed more than once counts by its latest trial (``_latest``)."""
-    if default_values is not None:
+    if default_values is None:
+        defaults = [t for t in complete if t.user_attrs.get("config_key") == default_key]
+    else:
         complete = _latest(complete, default_values)
-    defaults = [t for t in complete if t.user_attrs.get("config_key") == default_key
-                or (default_values is not None and completed_key(t, default_values) == default_key)]
+        defaults = [t for t in complete if completed_key(t, default_values) == default_key]
     base = next((t.user_attrs["errors"] for t in reversed(defaults) if t.user_attrs.get("errors")), None)
     worse = {t.number: w for t in complete if (w := less_accurate(t.user_attrs.get("errors"), base, ratio))}
     kept = [t for t in complete if t.number not in worse and t.value is not None]

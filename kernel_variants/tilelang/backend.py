@@ -28,7 +28,14 @@ from eda_tune.backends.base import Backend, EdaKernel
 from eda_tune.inputs import l2norm
 from eda_tune.problem import Config, Problem
 from eda_tune.search.space import DEFAULT_SMEM_LIMIT
-from kernel_variants.segments import PiecesFunction, default_pieces, run_segmented, segmented_forward, with_tunables
+from kernel_variants.segments import (
+    PiecesFunction,
+    default_pieces,
+    recurrence_programs,
+    run_segmented,
+    segmented_forward,
+    with_tunables,
+)
 from kernel_variants.tilelang.kernels import (
     GENERATORS,
     KernelProblem,
@@ -494,13 +501,11 @@ class TileLangBackend(Backend):
         4.538 / 5.079. Training keeps wu (the backward runs the intra kernel anyway; tm is not
         timed there)."""
         cfg = super().default_config(problem)
-        if problem.device == "cuda" and not problem.training:
+        gpu_forward = problem.device == "cuda" and not problem.training
+        if gpu_forward:
             cfg = with_tunables(self, problem, cfg, design="tm")
-        seg = default_pieces(problem, int(cfg["BV"]), max_programs=32)
-        cfg = with_tunables(self, problem, cfg, segments=seg)
-        N = problem.num_seqs or problem.B
-        if (problem.device == "cuda" and not problem.training
-                and N * problem.H * -(-problem.V // int(cfg["BV"])) * int(cfg["segments"]) <= 64):
+        cfg = with_tunables(self, problem, cfg, segments=default_pieces(problem, int(cfg["BV"]), max_programs=32))
+        if gpu_forward and recurrence_programs(problem, int(cfg["BV"])) * int(cfg["segments"]) <= 64:
             cfg = with_tunables(self, problem, cfg, BV=32)
         return cfg
 
