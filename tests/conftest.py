@@ -13,9 +13,20 @@ if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 # never let the tests read a developer's own tuned results, cache or overrides
 os.environ.pop("EDA_TUNE_BACKEND", None)
+# under pytest-xdist (scripts/test.sh) each worker takes its share of the cores: oversubscribed,
+# a CPU timing in the tuner tests was seen 150x slower (2026-12-08)
+CORE_SHARE = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+if "PYTEST_XDIST_WORKER" in os.environ:
+    torch.set_num_threads(CORE_SHARE)
 _TMP = tempfile.mkdtemp(prefix="eda-tune-tests-")
 os.environ["EDA_TUNE_CACHE"] = os.path.join(_TMP, "cache")
 os.environ["EDA_TUNE_RESULTS_DIR"] = os.path.join(_TMP, "results")
+
+
+@pytest.fixture
+def core_share() -> int:
+    """The cores this test process may keep busy (all of them outside pytest-xdist)."""
+    return CORE_SHARE
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -249,7 +249,7 @@ def _admitted_specs(problem: Problem, full: bool) -> list[tuple[Any, ...]]:
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", list(LOWER_PROBLEMS))
-def test_admitted_configs_lower_for_sm90a(name: str) -> None:
+def test_admitted_configs_lower_for_sm90a(name: str, core_share: int) -> None:
     from kernel_variants.tilelang.kernels import GENERATORS
 
     K, V, dtype, full = LOWER_PROBLEMS[name]
@@ -258,7 +258,7 @@ def test_admitted_configs_lower_for_sm90a(name: str) -> None:
     specs = _admitted_specs(problem, full)
     if problem.training:
         assert {spec[0] for spec in specs} >= {"states", "dstates", "chunk_grads", "intra_bwd"}
-    workers = max(1, min(2, os.cpu_count() or 1))
+    workers = min(2, core_share)
     with ProcessPoolExecutor(workers) as pool:
         results = list(pool.map(_lower, specs))
     failed = [f"{spec}: {why}" for spec, smem, why, _ in results if smem < 0]
