@@ -84,6 +84,15 @@ CPU_CASES = {
     "tm-nogate-BT32": (1, 45, 2, 64, 32, False, False, 0, False, {"BT": 32, "design": "tm"}),
     "tm-varlen": (1, 77, 2, 32, 64, True, True, 4, True, {"BT": 16, "BK": 32, "BV": 64, "design": "tm"}),
     "tm-BT64-K100-V20": (1, 70, 1, 100, 20, True, True, 0, False, {"BT": 64, "BK": 32, "BV": 32, "design": "tm"}),
+    # design tm, the recurrence loading each next chunk ahead: odd and even chunk counts, one
+    # chunk, uneven sequences
+    "tm-prefetch-odd-T-KneV": (2, 37, 2, 32, 48, True, True, 0, False,
+                               {"BT": 16, "BK": 32, "BV": 32, "design": "tm", "prefetch": True}),
+    "tm-prefetch-even-nogate": (1, 64, 2, 32, 32, False, False, 0, False,
+                                {"BT": 16, "BK": 32, "BV": 32, "design": "tm", "prefetch": True}),
+    "tm-prefetch-T1": (2, 1, 2, 32, 32, True, True, 0, False, {"design": "tm", "prefetch": True}),
+    "tm-prefetch-varlen": (1, 77, 2, 32, 64, True, True, 4, True,
+                           {"BT": 16, "BK": 32, "BV": 64, "design": "tm", "prefetch": True}),
     # pieces of each sequence in parallel (kernel_variants/segments.py); varlen: uneven pieces
     "segments-odd-T": (2, 77, 2, 32, 32, True, True, 0, False, {"BT": 16, "BK": 32, "BV": 32, "segments": 2}),
     "segments-varlen-tm": (1, 90, 2, 16, 32, True, True, 3, True, {"BT": 16, "BK": 32, "BV": 32, "segments": 2,
@@ -275,7 +284,8 @@ def test_admitted_configs_lower_for_sm90a(name: str, core_share: int) -> None:
         kind, kp, tun = spec
         # the first kernel of a design tiles by BK, the recurrence by BV
         tile = tun.BK if kind in ("intra", "tm", "intra_bwd") else tun.BV
-        est = GENERATORS[kind][1](kp.K, kp.V, kp.dtype, tun.BT, tile, tun.num_stages)
+        extra = (tun.prefetch,) if kind == "recurrence_tm" else ()  # a second set of tiles
+        est = GENERATORS[kind][1](kp.K, kp.V, kp.dtype, tun.BT, tile, tun.num_stages, *extra)
         if smem > est:
             under.append(f"{spec}: lowered {smem} bytes > estimate {est}")
     assert not under, "the shared-memory estimate under-counts:\n" + "\n".join(under)
@@ -393,7 +403,9 @@ def test_sample_builds_with_nvcc() -> None:
     problem = _gpu_problem(128, 128, "bfloat16", training=True)  # the backward's scans too
     target = tvm.target.Target({"kind": "cuda", "arch": "sm_90a"})
     default = be.default_config(problem).to_dict()
-    for cfg in (default, {**default, "design": "tm" if default["design"] == "wu" else "wu"}):
+    # the other design, and the tm recurrence loading ahead (cp.async, waits: ptxas must take them)
+    for cfg in (default, {**default, "design": "tm" if default["design"] == "wu" else "wu"},
+                {**default, "design": "tm", "prefetch": True}):
         assert be.check_config(problem, cfg)[0], cfg
         for kind, kp, tun in kernel_specs(problem, cfg):
             gen = GENERATORS[kind][0]

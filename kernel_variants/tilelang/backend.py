@@ -77,6 +77,13 @@ def padded_dims(K: int, V: int, BK: int, BV: int) -> tuple[int, int]:
     return _ceil_to(K, BK), _ceil_to(V, max(BK, BV))
 
 
+def _flag(value: Any) -> bool:
+    """A boolean tunable as the config holds it (YAML true/false, or a string from a CLI)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
 def kernel_specs(problem: Problem, config: Config | Mapping[str, Any], scale: float | None = None,
                  with_segments: bool = True) -> list[tuple[str, KernelProblem, Tunables]]:
     """The (kind, kernel problem, tunables) of the kernels one (problem, config) compiles:
@@ -106,7 +113,8 @@ def kernel_specs(problem: Problem, config: Config | Mapping[str, Any], scale: fl
     # the recurrences and the backward's scans tile V only: BK reaches them through the padded
     # K and V alone, so their specs carry BK 16 (one kernel for configs that differ only in BK)
     rec_tun = replace(tun, BK=16)
-    specs = ([("tm", *intra), ("recurrence_tm", rec, rec_tun)] if str(cfg.get("design", "wu")) == "tm"
+    specs = ([("tm", *intra), ("recurrence_tm", rec, replace(rec_tun, prefetch=_flag(cfg.get("prefetch", False))))]
+             if str(cfg.get("design", "wu")) == "tm"
              else [("intra", *intra), ("recurrence", rec, rec_tun)])
     if problem.training:  # the backward's two scans (no scale, states always passed)
         kp = KernelProblem(K=Kp, V=Vp, dtype=dt, scale=1.0, initial_state=False)

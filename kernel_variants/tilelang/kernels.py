@@ -77,6 +77,8 @@ class Tunables:
     BV: int
     threads: int
     num_stages: int
+    #: the tm recurrence loads each next chunk's tiles ahead (``recurrence_tm_kernel``)
+    prefetch: bool = False
 
 
 def solve_steps(n: int) -> int:
@@ -469,9 +471,12 @@ def tm_smem(K: int, V: int, dtype: str, BT: int, BK: int, num_stages: int) -> in
     return 2 * n * 4 + max(gram, solve) + 2048
 
 
-def recurrence_tm_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: int) -> int:
+def recurrence_tm_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: int,
+                       prefetch: bool = False) -> int:
+    """An upper bound of ``recurrence_tm_kernel``'s shared memory; ``prefetch`` keeps two sets of
+    the per-chunk tiles, as a two-stage pipeline does."""
     C, n, db = BT, 2 * BT, DTYPE_BYTES[dtype]
-    stages = max(num_stages, 1)
+    stages = 2 if prefetch else max(num_stages, 1)
     tiles = stages * (3 * C * K + n * n + C * BV) * db     # e, k, q, Tm, v per chunk
     rows = stages * 3 * row_len(C) * 4                     # G, beta, gamma (padded rows)
     work = (C * n + 2 * n * BV + K * BV + 2 * n * K + C * K) * db  # Aqk, X, Delta, S, kappa twice, q
@@ -531,7 +536,16 @@ def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gp
     """o and the final states from q, k, e, v, G, beta, gamma and Tm (design "tm"): per chunk
     X = diag(b) (nu - e^G kappa S), Delta = Tm X, Aqk = (q kappa^T masked and decayed),
     O = scale ((q e^Gq) S + Aqk Delta), S = e^{G_last} S + (kappa e^{G_last - G})^T Delta.
-    G, beta and gamma come transposed and padded, [NC, H, row_len(C)] (see ``row_len``)."""
+    G, beta and gamma come transposed and padded, [NC, H, row_len(C)] (see ``row_len``).
+
+    ``tun.prefetch`` (num_stages 1): two sets of the per-chunk tiles in shared memory; each step
+    first issues the next chunk's loads into the other set (``T.async_copy``: cp.async, no wait)
+    and only then waits for its own, so a step's global loads overlap the previous step's chain of
+    products instead of preceding it (what the Triton backend's ``h_prefetch`` does with registers;
+    H200, run 66: its S1 forward 1.171 -> 0.792 ms). The loop runs over pairs of chunks, one
+    step on each set (a set is a Python-level choice: no dynamic shared offsets); the CPU build
+    runs the same order with plain copies, so the CPU tests check the indexing of both sets and of
+    an odd chunk count."""
     T, sty, gemm = _begin(problem, tun, style)
     K, V, dt = problem.K, problem.V, problem.dtype
     C, BV = tun.BT, tun.BV
@@ -541,8 +555,74 @@ def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gp
     NP1 = T.dynamic("NP1")
     scale = float(problem.scale)
     has_h0 = problem.initial_state
+    prefetch = tun.prefetch
     out_and_state = _out_state_macro(sty, gemm, n, C, K, BV, scale, dt)
     NC, H, N = T.dynamic("NC"), T.dynamic("H"), T.dynamic("N")
+    cpu = sty.cpu
+    #: the per-chunk tiles, in the order ``load`` fills them
+    NT = 8
+
+    @T.macro
+    def load(E, Kk, Q, Tm, Vv, Gt, Betat, Gammat, c, i_h, i_v,
+             b_e, b_k, b_q, b_Tm, b_v, b_gc, b_bet, b_gam):  # type: ignore[no-untyped-def]
+        if cpu or not prefetch:
+            T.copy(E[c, 0:C, i_h, 0:K], b_e)
+            T.copy(Kk[c, 0:C, i_h, 0:K], b_k)
+            T.copy(Q[c, 0:C, i_h, 0:K], b_q)
+            T.copy(Tm[c, 0:n, i_h, 0:n], b_Tm)
+            T.copy(Vv[c, 0:C, i_h, i_v * BV:(i_v + 1) * BV], b_v)
+            T.copy(Gt[c, i_h, 0:CR], b_gc)
+            T.copy(Betat[c, i_h, 0:CR], b_bet)
+            T.copy(Gammat[c, i_h, 0:CR], b_gam)
+        else:
+            # NT copies, each its own cp.async group
+            T.async_copy(E[c, 0:C, i_h, 0:K], b_e)
+            T.async_copy(Kk[c, 0:C, i_h, 0:K], b_k)
+            T.async_copy(Q[c, 0:C, i_h, 0:K], b_q)
+            T.async_copy(Tm[c, 0:n, i_h, 0:n], b_Tm)
+            T.async_copy(Vv[c, 0:C, i_h, i_v * BV:(i_v + 1) * BV], b_v)
+            T.async_copy(Gt[c, i_h, 0:CR], b_gc)
+            T.async_copy(Betat[c, i_h, 0:CR], b_bet)
+            T.async_copy(Gammat[c, i_h, 0:CR], b_gam)
+
+    @T.macro
+    def wait(pending):  # type: ignore[no-untyped-def]
+        """Until at most ``pending`` cp.async groups of this thread are in flight, then a barrier
+        (the copies of other threads); nothing on CPU or without prefetch."""
+        if not cpu and prefetch:
+            T.ptx_wait_group(pending)
+            T.sync_threads()
+
+    @T.macro
+    def release():  # type: ignore[no-untyped-def]
+        """Every thread is done with a set before the next copies into it are issued."""
+        if not cpu and prefetch:
+            T.sync_threads()
+
+    @T.macro
+    def step(b_e, b_k, b_q, b_Tm, b_v, b_gc, b_bet, b_gam, b_S, b_Ss, b_ks, b_qs, b_es, b_kks, b_X,
+             b_d, b_D, b_kap, b_qk, b_Aqk, b_o, O, c, i_h, i_v):  # type: ignore[no-untyped-def]
+        # X = diag(b) (nu - e^G kappa S); nu: v on the write rows, 0 on the erase rows
+        gemm(b_e, b_Ss, b_es, clear=True)
+        gemm(b_k, b_Ss, b_kks, clear=True)
+        for i, d in sty.par(C, BV):
+            b_X[i, d] = T.cast(-b_gam[i] * T.exp(b_gc[i]) * b_es[i, d], dt)
+            b_X[C + i, d] = T.cast(b_bet[i] * (T.cast(b_v[i, d], f32) - T.exp(b_gc[i]) * b_kks[i, d]), dt)
+        # Delta = Tm X
+        gemm(b_Tm, b_X, b_d, clear=True)
+        for r, d in sty.par(n, BV):
+            b_D[r, d] = T.cast(b_d[r, d], dt)
+        # Aqk = q kappa^T (kappa = [e; k], assembled in a buffer of its own): token i's
+        # query sees the erase and the write row of every token s <= i
+        for i, d in sty.par(C, K):
+            b_kap[i, d] = b_e[i, d]
+            b_kap[C + i, d] = b_k[i, d]
+        gemm(b_q, b_kap, b_qk, transpose_B=True, clear=True)
+        for i, s in sty.par(C, n):
+            b_Aqk[i, s] = T.cast(T.if_then_else(
+                s % C <= i, b_qk[i, s] * T.exp(T.min(b_gc[i] - b_gc[s % C], T.float32(0))),
+                T.float32(0)), dt)
+        out_and_state(b_q, b_qs, b_Ss, b_Aqk, b_D, b_o, b_e, b_k, b_ks, b_S, b_gc, O, c, i_h, i_v)
 
     @T.prim_func
     def eda_recurrence_tm(
@@ -591,38 +671,44 @@ def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gp
                 b_Ss[i, d] = T.cast(b_S[i, d], dt)
             c0 = ChunkOffsets[i_n]
             nchunks = ChunkOffsets[i_n + 1] - c0
-            for j in sty.loop(nchunks):
-                # whole-tile copies into buffers of their own, only read afterwards (see
-                # ``recurrence_kernel``: what TileLang's pipeline needs to release them correctly)
-                T.copy(E[c0 + j, 0:C, i_h, 0:K], b_e)
-                T.copy(Kk[c0 + j, 0:C, i_h, 0:K], b_k)
-                T.copy(Q[c0 + j, 0:C, i_h, 0:K], b_q)
-                T.copy(Tm[c0 + j, 0:n, i_h, 0:n], b_Tm)
-                T.copy(Vv[c0 + j, 0:C, i_h, i_v * BV:(i_v + 1) * BV], b_v)
-                T.copy(Gt[c0 + j, i_h, 0:CR], b_gc)
-                T.copy(Betat[c0 + j, i_h, 0:CR], b_bet)
-                T.copy(Gammat[c0 + j, i_h, 0:CR], b_gam)
-                # X = diag(b) (nu - e^G kappa S); nu: v on the write rows, 0 on the erase rows
-                gemm(b_e, b_Ss, b_es, clear=True)
-                gemm(b_k, b_Ss, b_kks, clear=True)
-                for i, d in sty.par(C, BV):
-                    b_X[i, d] = T.cast(-b_gam[i] * T.exp(b_gc[i]) * b_es[i, d], dt)
-                    b_X[C + i, d] = T.cast(b_bet[i] * (T.cast(b_v[i, d], f32) - T.exp(b_gc[i]) * b_kks[i, d]), dt)
-                # Delta = Tm X
-                gemm(b_Tm, b_X, b_d, clear=True)
-                for r, d in sty.par(n, BV):
-                    b_D[r, d] = T.cast(b_d[r, d], dt)
-                # Aqk = q kappa^T (kappa = [e; k], assembled in a buffer of its own): token i's
-                # query sees the erase and the write row of every token s <= i
-                for i, d in sty.par(C, K):
-                    b_kap[i, d] = b_e[i, d]
-                    b_kap[C + i, d] = b_k[i, d]
-                gemm(b_q, b_kap, b_qk, transpose_B=True, clear=True)
-                for i, s in sty.par(C, n):
-                    b_Aqk[i, s] = T.cast(T.if_then_else(
-                        s % C <= i, b_qk[i, s] * T.exp(T.min(b_gc[i] - b_gc[s % C], T.float32(0))),
-                        T.float32(0)), dt)
-                out_and_state(b_q, b_qs, b_Ss, b_Aqk, b_D, b_o, b_e, b_k, b_ks, b_S, b_gc, O, c0 + j, i_h, i_v)
+            if prefetch:
+                # the second set of per-chunk tiles
+                b_e2 = sty.shared((C, K), dt)
+                b_k2 = sty.shared((C, K), dt)
+                b_q2 = sty.shared((C, K), dt)
+                b_Tm2 = sty.shared((n, n), dt)
+                b_v2 = sty.shared((C, BV), dt)
+                b_gc2 = sty.shared((CR,), f32)
+                b_bet2 = sty.shared((CR,), f32)
+                b_gam2 = sty.shared((CR,), f32)
+                last = c0 + nchunks - 1
+                if nchunks > 0:
+                    load(E, Kk, Q, Tm, Vv, Gt, Betat, Gammat, c0, i_h, i_v,
+                         b_e, b_k, b_q, b_Tm, b_v, b_gc, b_bet, b_gam)
+                for jj in T.serial((nchunks + 1) // 2):
+                    # chunk c0 + 2 jj on the first set (loaded), the next one's loads into the second
+                    load(E, Kk, Q, Tm, Vv, Gt, Betat, Gammat, T.min(c0 + 2 * jj + 1, last), i_h, i_v,
+                         b_e2, b_k2, b_q2, b_Tm2, b_v2, b_gc2, b_bet2, b_gam2)
+                    wait(NT)
+                    step(b_e, b_k, b_q, b_Tm, b_v, b_gc, b_bet, b_gam, b_S, b_Ss, b_ks, b_qs, b_es, b_kks,
+                         b_X, b_d, b_D, b_kap, b_qk, b_Aqk, b_o, O, c0 + 2 * jj, i_h, i_v)
+                    release()
+                    if 2 * jj + 1 < nchunks:
+                        load(E, Kk, Q, Tm, Vv, Gt, Betat, Gammat, T.min(c0 + 2 * jj + 2, last), i_h, i_v,
+                             b_e, b_k, b_q, b_Tm, b_v, b_gc, b_bet, b_gam)
+                        wait(NT)
+                        step(b_e2, b_k2, b_q2, b_Tm2, b_v2, b_gc2, b_bet2, b_gam2, b_S, b_Ss, b_ks, b_qs,
+                             b_es, b_kks, b_X, b_d, b_D, b_kap, b_qk, b_Aqk, b_o, O, c0 + 2 * jj + 1, i_h, i_v)
+                        release()
+                wait(0)
+            else:
+                for j in sty.loop(nchunks):
+                    # whole-tile copies into buffers of their own, only read afterwards (see
+                    # ``recurrence_kernel``: what TileLang's pipeline needs to release them correctly)
+                    load(E, Kk, Q, Tm, Vv, Gt, Betat, Gammat, c0 + j, i_h, i_v,
+                         b_e, b_k, b_q, b_Tm, b_v, b_gc, b_bet, b_gam)
+                    step(b_e, b_k, b_q, b_Tm, b_v, b_gc, b_bet, b_gam, b_S, b_Ss, b_ks, b_qs, b_es, b_kks,
+                         b_X, b_d, b_D, b_kap, b_qk, b_Aqk, b_o, O, c0 + j, i_h, i_v)
             T.copy(b_S, HT[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
 
     return eda_recurrence_tm
