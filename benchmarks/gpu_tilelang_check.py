@@ -39,6 +39,11 @@ DEFAULT_CONFIGS = [
     {"BT": 16, "BK": 64, "BV": 64, "threads": 128, "num_stages": 1, "design": "tm"},
     {"BT": 32, "BK": 64, "BV": 64, "threads": 128, "num_stages": 1, "design": "tm"},
     {"BT": 16, "BK": 64, "BV": 32, "threads": 128, "num_stages": 1, "design": "tm"},
+    # the tm recurrence loading the next chunk ahead (cp.async into a second set of tiles; written
+    # 2026-12-08, not yet run on a GPU)
+    {"BT": 16, "BK": 64, "BV": 64, "threads": 128, "num_stages": 1, "design": "tm", "prefetch": True},
+    {"BT": 16, "BK": 64, "BV": 32, "threads": 128, "num_stages": 1, "design": "tm", "prefetch": True},
+    {"BT": 32, "BK": 64, "BV": 64, "threads": 128, "num_stages": 1, "design": "tm", "prefetch": True},
     # pipelined (outside the space: slower on an H200, run 81; run with --outside-space)
     {"BT": 32, "BK": 64, "BV": 64, "threads": 256, "num_stages": 2, "design": "wu"},
     {"BT": 16, "BK": 64, "BV": 64, "threads": 128, "num_stages": 2, "design": "wu"},

@@ -923,24 +923,25 @@ def intra_bwd_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") 
             b_m1 = sty.shared((n, n), sd)
             b_dks = sty.shared((n, n), sd)
             b_dkk = sty.shared((n, n), f32)
-            b_dnn = sty.shared((n, n), f32)
-            b_dne = sty.shared((n, n), f32)
+            b_dnn = sty.shared((n, n + 1), f32)
+            b_dne = sty.shared((n, n + 1), f32)
             b_dqk = sty.shared((C, n), sd)
-            b_daa = sty.shared((C, n), f32)
+            b_daa = sty.shared((C, n + 1), f32)
             b_kb = sty.shared((n, BK), sd)
             b_dw = sty.shared((n, BK), sd)
             b_du = sty.shared((n, BK), sd)
             b_vb = sty.shared((C, BK), sd)
             b_dvb = sty.frag((C, BK))
-            b_dvbs = sty.shared((C, BK), f32)
+            b_dvbs = sty.shared((C, BK + 1), f32)
             b_dk = sty.frag((n, BK))
             b_dkb = sty.frag((n, BK))
             b_dq = sty.frag((C, BK))
-            b_t1 = sty.shared((n, BK), f32)
-            b_t2 = sty.shared((n, BK), f32)
-            b_t3 = sty.shared((C, BK), f32)
+            b_t1 = sty.shared((n, BK + 1), f32)
+            b_t2 = sty.shared((n, BK + 1), f32)
+            b_t3 = sty.shared((C, BK + 1), f32)
             b_t4 = sty.shared((n, BK), f32)
             b_one = T.alloc_local((1,), f32)
+            b_r = T.alloc_local((3,), f32)   # a row's running sums, per thread
 
             for r in sty.par(n):
                 b_g[r] = G[i_c, r % C, i_h]
@@ -993,8 +994,10 @@ def intra_bwd_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") 
                     dV[i_c, i, i_h, i_v * BK + d] = T.cast(b_b[C + i] * b_dvb[i, d], dt)
                     b_dvbs[i, d] = b_dvb[i, d] * T.cast(Vv[i_c, i, i_h, i_v * BK + d], f32)
                 for i in sty.par(C):
+                    b_r[0] = b_db[C + i]
                     for d in T.serial(BK):
-                        b_db[C + i] = b_db[C + i] + b_dvbs[i, d]
+                        b_r[0] = b_r[0] + b_dvbs[i, d]
+                    b_db[C + i] = b_r[0]
             for r, s in sty.par(n, n):
                 b_dXs[r, s] = T.cast(b_dX[r, s], sd)
             for r, j in sty.par(n, C):
@@ -1013,9 +1016,13 @@ def intra_bwd_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") 
                 b_dnn[r, s] = b_dne[r, s] * b_b[r] * b_kk[r, s]
                 b_dne[r, s] = b_dne[r, s] * b_kk[r, s]
             for r in sty.par(n):
+                b_r[0] = b_db[r]
+                b_r[1] = b_dg[r]
                 for s in T.serial(n):
-                    b_db[r] = b_db[r] + b_dne[r, s]
-                    b_dg[r] = b_dg[r] + b_dnn[r, s] - b_dnn[s, r]
+                    b_r[0] = b_r[0] + b_dne[r, s]
+                    b_r[1] = b_r[1] + b_dnn[r, s] - b_dnn[s, r]
+                b_db[r] = b_r[0]
+                b_dg[r] = b_r[1]
             # Aqk = (q kappa^T) masked and decayed
             for i, s in sty.par(C, n):
                 b_dqk[i, s] = T.cast(T.if_then_else(
@@ -1024,11 +1031,15 @@ def intra_bwd_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") 
             for i, s in sty.par(C, n):
                 b_daa[i, s] = T.cast(b_dqk[i, s], f32) * b_qks[i, s]
             for i in sty.par(C):
+                b_r[0] = b_dgq[i]
                 for s in T.serial(n):
-                    b_dgq[i] = b_dgq[i] + b_daa[i, s]
+                    b_r[0] = b_r[0] + b_daa[i, s]
+                b_dgq[i] = b_r[0]
             for s in sty.par(n):
+                b_r[0] = b_dg[s]
                 for i in T.serial(C):
-                    b_dg[s] = b_dg[s] - b_daa[i, s]
+                    b_r[0] = b_r[0] - b_daa[i, s]
+                b_dg[s] = b_r[0]
             for r, s in sty.par(n, n):
                 b_dks[r, s] = T.cast(b_dkk[r, s] + b_dkk[s, r], sd)
             # dkappa, dq per K tile
@@ -1061,13 +1072,19 @@ def intra_bwd_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") 
                     b_t1[r, d] = b_t1[r, d] * T.cast(b_kap[r, d], f32)
                     b_t2[r, d] = b_t2[r, d] * T.cast(b_kap[r, d], f32)
                 for r in sty.par(n):
+                    b_r[0] = T.float32(0)
+                    b_r[1] = T.float32(0)
                     for d in T.serial(BK):
-                        b_db[r] = b_db[r] + T.exp(b_g[r]) * b_t1[r, d]
-                        b_dg[r] = b_dg[r] + b_b[r] * T.exp(b_g[r]) * b_t1[r, d] - b_t2[r, d]
-                        b_dgl[r] = b_dgl[r] + b_t2[r, d]
+                        b_r[0] = b_r[0] + b_t1[r, d]
+                        b_r[1] = b_r[1] + b_t2[r, d]
+                    b_db[r] = b_db[r] + T.exp(b_g[r]) * b_r[0]
+                    b_dg[r] = b_dg[r] + b_b[r] * T.exp(b_g[r]) * b_r[0] - b_r[1]
+                    b_dgl[r] = b_dgl[r] + b_r[1]
                 for i in sty.par(C):
+                    b_r[0] = b_dgq[i]
                     for d in T.serial(BK):
-                        b_dgq[i] = b_dgq[i] + b_t3[i, d]
+                        b_r[0] = b_r[0] + b_t3[i, d]
+                    b_dgq[i] = b_r[0]
             # fold rows to tokens: rows i and C + i are token i; G_last is token C - 1's
             # (per thread in a register: a shared read-write inside the branch would need a barrier)
             for i in sty.par(C):
