@@ -1188,9 +1188,11 @@ def chunk_grads_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu"
                 gemm(b_dO, b_S, b_dqg, transpose_B=True)
                 gemm(b_dO, b_D, b_da, transpose_B=True)
                 gemm(b_D, b_dS, b_dkd, transpose_B=True)
-                for i in sty.par(K):
+                for i in sty.par(K):  # a row's running sum in a register, one shared write
+                    b_one[0] = b_red[i]
                     for d in T.serial(BV):
-                        b_red[i] = b_red[i] + T.cast(b_S[i, d], f32) * T.cast(b_dS[i, d], f32)
+                        b_one[0] = b_one[0] + T.cast(b_S[i, d], f32) * T.cast(b_dS[i, d], f32)
+                    b_red[i] = b_one[0]
             for r, d in sty.par(n, K):
                 dW[i_c, r, i_h, d] = b_dw[r, d]
                 dKd[i_c, r, i_h, d] = b_dkd[r, d]
