@@ -149,6 +149,15 @@ BWD_CASES = {
                                                                           "design": "tm"}),
     "segments": (dict(B=2, T=71, H=2, K=16, V=32, initial_state=True, final_state=True),
                  {"BT": 16, "BK": 32, "BV": 32, "segments": 2}),
+    # the scans (and the tm recurrence) loading each next chunk ahead: an odd chunk count (5: the
+    # state scan's last step stores nothing, so fewer would not see its second set), varlen
+    # sequences of 1-2 chunks at BT 32, and with segments (the dS scan run twice)
+    "prefetch-odd-T-tm": (dict(B=2, T=75, H=2, K=32, V=48, initial_state=True, final_state=True),
+                          {"BT": 16, "BK": 32, "BV": 32, "design": "tm", "prefetch": True}),
+    "prefetch-varlen-BT32-wu": (dict(B=1, T=70, H=2, K=16, V=32, num_seqs=3, l2norm=True, initial_state=True,
+                                     final_state=True), {"BT": 32, "BK": 32, "BV": 32, "prefetch": True}),
+    "prefetch-segments": (dict(B=2, T=71, H=2, K=16, V=32, initial_state=True, final_state=True),
+                          {"BT": 16, "BK": 32, "BV": 32, "segments": 2, "prefetch": True}),
     # varlen sequences of 1-2 pieces (padded steps of the exit-gradient loop), l2norm, no gate
     "segments-varlen-l2norm-nogate": (dict(B=1, T=90, H=2, K=16, V=16, num_seqs=3, l2norm=True, gate=False,
                                            initial_state=True), {"BT": 16, "BK": 32, "BV": 32, "segments": 2}),
@@ -284,7 +293,7 @@ def test_admitted_configs_lower_for_sm90a(name: str, core_share: int) -> None:
         kind, kp, tun = spec
         # the first kernel of a design tiles by BK, the recurrence by BV
         tile = tun.BK if kind in ("intra", "tm", "intra_bwd") else tun.BV
-        extra = (tun.prefetch,) if kind == "recurrence_tm" else ()  # a second set of tiles
+        extra = (tun.prefetch,) if kind in ("recurrence_tm", "states", "dstates") else ()  # a second set of tiles
         est = GENERATORS[kind][1](kp.K, kp.V, kp.dtype, tun.BT, tile, tun.num_stages, *extra)
         if smem > est:
             under.append(f"{spec}: lowered {smem} bytes > estimate {est}")

@@ -113,13 +113,16 @@ def kernel_specs(problem: Problem, config: Config | Mapping[str, Any], scale: fl
     # the recurrences and the backward's scans tile V only: BK reaches them through the padded
     # K and V alone, so their specs carry BK 16 (one kernel for configs that differ only in BK)
     rec_tun = replace(tun, BK=16)
-    specs = ([("tm", *intra), ("recurrence_tm", rec, replace(rec_tun, prefetch=_flag(cfg.get("prefetch", False))))]
+    # the tm recurrence and the backward's two scans load each next chunk ahead with ``prefetch``
+    prefetch = _flag(cfg.get("prefetch", False))
+    specs = ([("tm", *intra), ("recurrence_tm", rec, replace(rec_tun, prefetch=prefetch))]
              if str(cfg.get("design", "wu")) == "tm"
              else [("intra", *intra), ("recurrence", rec, rec_tun)])
     if problem.training:  # the backward's two scans (no scale, states always passed)
         kp = KernelProblem(K=Kp, V=Vp, dtype=dt, scale=1.0, initial_state=False)
         scan = Tunables(BT=tun.BT, BK=16, BV=tun.BV, threads=tun.threads, num_stages=1)
-        specs += [("states", kp, scan), ("dstates", kp, scan), ("chunk_grads", kp, scan),
+        ahead = replace(scan, prefetch=prefetch)
+        specs += [("states", kp, ahead), ("dstates", kp, ahead), ("chunk_grads", kp, scan),
                   ("intra_bwd", kp, replace(scan, BK=tun.BK))]
         if specs[0][0] != "intra":  # the backward recomputes W, U, Aqk with the intra kernel
             specs.append(("intra", *intra))

@@ -718,21 +718,64 @@ def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gp
 # Backward: two sequential scans, the per-chunk gradients and the intra-chunk backward (backend.py)
 # ---------------------------------------------------------------------------------------------
 
-def states_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: int) -> int:
+def states_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: int, prefetch: bool = False) -> int:
     n, db = 2 * BT, DTYPE_BYTES[dtype]
-    return (2 * n * K + K * BV + n * BV) * db + 2048        # W, Kd; S and Delta
+    sets = 2 if prefetch else 1                              # W, Kd (and U's tile, loaded ahead)
+    return (sets * (2 * n * K + (n * BV if prefetch else 0)) + K * BV + n * BV) * db + 2048  # S, Delta
 
 
-def dstates_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: int) -> int:
+def dstates_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: int, prefetch: bool = False) -> int:
     C, n, db = BT, 2 * BT, DTYPE_BYTES[dtype]
-    return (2 * n * K + C * K + C * n + C * BV + K * BV + n * BV) * db + 2048  # W, Kd, Qg, Aqk, dO, dS, dDelta
+    sets = 2 if prefetch else 1                              # W, Kd, Qg, Aqk, dO
+    return (sets * (2 * n * K + C * K + C * n + C * BV) + K * BV + n * BV) * db + 2048  # dS, dDelta
+
+
+def _prefetch_macros(sty: _Style, prefetch: bool, tiles: int) -> tuple[Any, Any]:
+    """``wait()``: until this step's ``tiles`` copies have landed (the next step's ``tiles`` may
+    still be in flight), then a barrier for the other threads' copies; ``release()``: a barrier
+    after a step, before copies into its set are issued. Both nothing on CPU or without
+    ``prefetch`` (the copies are then plain ``T.copy``)."""
+    T = sty.T
+    active = prefetch and not sty.cpu
+
+    @T.macro
+    def wait(pending):  # type: ignore[no-untyped-def]
+        if active:
+            T.ptx_wait_group(pending)
+            T.sync_threads()
+
+    @T.macro
+    def release():  # type: ignore[no-untyped-def]
+        if active:
+            T.sync_threads()
+
+    return wait, release
+
+
+def _tile_copy(sty: _Style, prefetch: bool) -> Any:
+    """A whole-tile copy global -> shared: ``T.async_copy`` (cp.async, one group, no wait) when
+    the kernel loads ahead on a GPU, else ``T.copy``."""
+    T = sty.T
+    asynchronous = prefetch and not sty.cpu
+
+    @T.macro
+    def tile(src, dst):  # type: ignore[no-untyped-def]
+        if asynchronous:
+            T.async_copy(src, dst)
+        else:
+            T.copy(src, dst)
+
+    return tile
 
 
 def states_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
     """The state entering every chunk, Hs [NC, H, K, V] in the storage dtype (as the products use
     it), from W, U, Kd [NC, n, H, .] and the chunk decay Dec [NC, H]: S_0 = H0,
     S_{j+1} = Dec_j S_j + Kd_j^T (U_j - W_j S_j). Rows in any order shared by W, U and Kd (the
-    backward passes the intra kernel's erase-first order)."""
+    backward passes the intra kernel's erase-first order).
+
+    ``tun.prefetch``: W, Kd and U's tile of the next chunk are loaded into a second set while
+    this chunk's step runs (as in ``recurrence_tm_kernel``)."""
     T, sty, gemm = _begin(problem, tun, style)
     K, V, dt = problem.K, problem.V, problem.dtype
     C, BV = tun.BT, tun.BV
@@ -740,6 +783,33 @@ def states_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> 
     f32 = "float32"
     NP1 = T.dynamic("NP1")
     NC, H, N = T.dynamic("NC"), T.dynamic("H"), T.dynamic("N")
+    prefetch = tun.prefetch
+    wait, release = _prefetch_macros(sty, prefetch, 3)
+    tile = _tile_copy(sty, prefetch)
+
+    @T.macro
+    def load(W, Kd, U, c, i_h, i_v, b_W, b_Kd, b_U):  # type: ignore[no-untyped-def]
+        tile(W[c, 0:n, i_h, 0:K], b_W)
+        tile(Kd[c, 0:n, i_h, 0:K], b_Kd)
+        if prefetch:
+            tile(U[c, 0:n, i_h, i_v * BV:(i_v + 1) * BV], b_U)
+
+    @T.macro
+    def step(U, Dec, Hs, c, i_h, i_v, b_W, b_Kd, b_U, b_S, b_Ss, b_ws, b_D):  # type: ignore[no-untyped-def]
+        for i, d in sty.par(K, BV):
+            b_Ss[i, d] = T.cast(b_S[i, d], dt)
+        T.copy(b_Ss, Hs[c, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
+        # Delta = U - W S; S = Dec S + Kd^T Delta
+        gemm(b_W, b_Ss, b_ws, clear=True)
+        if prefetch:
+            for r, d in sty.par(n, BV):
+                b_D[r, d] = T.cast(T.cast(b_U[r, d], f32) - b_ws[r, d], dt)
+        else:
+            for r, d in sty.par(n, BV):
+                b_D[r, d] = T.cast(T.cast(U[c, r, i_h, i_v * BV + d], f32) - b_ws[r, d], dt)
+        for i, d in sty.par(K, BV):
+            b_S[i, d] = b_S[i, d] * Dec[c, i_h]
+        gemm(b_Kd, b_D, b_S, transpose_A=True)
 
     @T.prim_func
     def eda_states(
@@ -762,19 +832,29 @@ def states_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> 
             T.copy(H0[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV], b_S)
             c0 = ChunkOffsets[i_n]
             nchunks = ChunkOffsets[i_n + 1] - c0
-            for j in sty.loop(nchunks):
-                T.copy(W[c0 + j, 0:n, i_h, 0:K], b_W)
-                T.copy(Kd[c0 + j, 0:n, i_h, 0:K], b_Kd)
-                for i, d in sty.par(K, BV):
-                    b_Ss[i, d] = T.cast(b_S[i, d], dt)
-                T.copy(b_Ss, Hs[c0 + j, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
-                # Delta = U - W S; S = Dec S + Kd^T Delta
-                gemm(b_W, b_Ss, b_ws, clear=True)
-                for r, d in sty.par(n, BV):
-                    b_D[r, d] = T.cast(T.cast(U[c0 + j, r, i_h, i_v * BV + d], f32) - b_ws[r, d], dt)
-                for i, d in sty.par(K, BV):
-                    b_S[i, d] = b_S[i, d] * Dec[c0 + j, i_h]
-                gemm(b_Kd, b_D, b_S, transpose_A=True)
+            if prefetch:
+                b_U = sty.shared((n, BV), dt)
+                b_W2 = sty.shared((n, K), dt)
+                b_Kd2 = sty.shared((n, K), dt)
+                b_U2 = sty.shared((n, BV), dt)
+                last = c0 + nchunks - 1
+                if nchunks > 0:
+                    load(W, Kd, U, c0, i_h, i_v, b_W, b_Kd, b_U)
+                for jj in T.serial((nchunks + 1) // 2):
+                    load(W, Kd, U, T.min(c0 + 2 * jj + 1, last), i_h, i_v, b_W2, b_Kd2, b_U2)
+                    wait(3)
+                    step(U, Dec, Hs, c0 + 2 * jj, i_h, i_v, b_W, b_Kd, b_U, b_S, b_Ss, b_ws, b_D)
+                    release()
+                    if 2 * jj + 1 < nchunks:
+                        load(W, Kd, U, T.min(c0 + 2 * jj + 2, last), i_h, i_v, b_W, b_Kd, b_U)
+                        wait(3)
+                        step(U, Dec, Hs, c0 + 2 * jj + 1, i_h, i_v, b_W2, b_Kd2, b_U2, b_S, b_Ss, b_ws, b_D)
+                        release()
+                wait(0)
+            else:
+                for j in sty.loop(nchunks):
+                    load(W, Kd, U, c0 + j, i_h, i_v, b_W, b_Kd, b_W)
+                    step(U, Dec, Hs, c0 + j, i_h, i_v, b_W, b_Kd, b_W, b_S, b_Ss, b_ws, b_D)
 
     return eda_states
 
@@ -783,14 +863,44 @@ def dstates_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") ->
     """The gradient of the state leaving every chunk, DHs [NC, H, K, V] in the storage dtype, and
     of the initial state, DH0 [N, H, K, V] float32, run backwards from DHT (the final state's gradient):
     dDelta = Aqk^T dO + Kd dS, dS <- Dec dS + Qg^T dO - W^T dDelta (the transpose of one chunk
-    step o = Qg S + Aqk Delta, Delta = U - W S, S' = Dec S + Kd^T Delta)."""
+    step o = Qg S + Aqk Delta, Delta = U - W S, S' = Dec S + Kd^T Delta).
+
+    ``tun.prefetch``: the previous chunk's W, Kd, Qg, Aqk and dO tiles are loaded into a second
+    set while this chunk's step runs (as in ``recurrence_tm_kernel``, walking backwards)."""
     T, sty, gemm = _begin(problem, tun, style)
     K, V, dt = problem.K, problem.V, problem.dtype
     C, BV = tun.BT, tun.BV
     n = 2 * C
-    f32 = "float32"
     NP1 = T.dynamic("NP1")
     NC, H, N = T.dynamic("NC"), T.dynamic("H"), T.dynamic("N")
+    prefetch = tun.prefetch
+    wait, release = _prefetch_macros(sty, prefetch, 5)
+    tile = _tile_copy(sty, prefetch)
+
+    @T.macro
+    def load(W, Kd, Qg, Aqk, DO, j, i_h, i_v, b_W, b_Kd, b_Qg, b_Aqk, b_dO):  # type: ignore[no-untyped-def]
+        tile(W[j, 0:n, i_h, 0:K], b_W)
+        tile(Kd[j, 0:n, i_h, 0:K], b_Kd)
+        tile(Qg[j, 0:C, i_h, 0:K], b_Qg)
+        tile(Aqk[j, 0:C, i_h, 0:n], b_Aqk)
+        tile(DO[j, 0:C, i_h, i_v * BV:(i_v + 1) * BV], b_dO)
+
+    @T.macro
+    def step(Dec, DHs, j, i_h, i_v, b_W, b_Kd, b_Qg, b_Aqk, b_dO, b_dS, b_dSs, b_dd, b_dD,
+             b_qd, b_wd):  # type: ignore[no-untyped-def]
+        for i, d in sty.par(K, BV):
+            b_dSs[i, d] = T.cast(b_dS[i, d], dt)
+        T.copy(b_dSs, DHs[j, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
+        # dDelta = Aqk^T dO + Kd dS
+        gemm(b_Aqk, b_dO, b_dd, transpose_A=True, clear=True)
+        gemm(b_Kd, b_dSs, b_dd)
+        for r, d in sty.par(n, BV):
+            b_dD[r, d] = T.cast(b_dd[r, d], dt)
+        # dS <- Dec dS + Qg^T dO - W^T dDelta
+        gemm(b_Qg, b_dO, b_qd, transpose_A=True, clear=True)
+        gemm(b_W, b_dD, b_wd, transpose_A=True, clear=True)
+        for i, d in sty.par(K, BV):
+            b_dS[i, d] = b_dS[i, d] * Dec[j, i_h] + b_qd[i, d] - b_wd[i, d]
 
     @T.prim_func
     def eda_dstates(
@@ -798,12 +908,12 @@ def dstates_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") ->
         Kd: T.Tensor((NC, n, H, K), dt),
         Qg: T.Tensor((NC, C, H, K), dt),
         Aqk: T.Tensor((NC, C, H, n), dt),
-        Dec: T.Tensor((NC, H), f32),
+        Dec: T.Tensor((NC, H), "float32"),
         DO: T.Tensor((NC, C, H, V), dt),
         ChunkOffsets: T.Tensor((NP1,), "int32"),
-        DHT: T.Tensor((N, H, K, V), f32),
+        DHT: T.Tensor((N, H, K, V), "float32"),
         DHs: T.Tensor((NC, H, K, V), dt),
-        DH0: T.Tensor((N, H, K, V), f32),
+        DH0: T.Tensor((N, H, K, V), "float32"),
     ):
         with T.Kernel(V // BV, N, H, threads=sty.threads) as (i_v, i_n, i_h):
             b_dS = sty.frag((K, BV))
@@ -821,26 +931,35 @@ def dstates_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") ->
             T.copy(DHT[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV], b_dS)
             c0 = ChunkOffsets[i_n]
             nchunks = ChunkOffsets[i_n + 1] - c0
-            for jj in sty.loop(nchunks):
-                j = c0 + nchunks - 1 - jj
-                T.copy(W[j, 0:n, i_h, 0:K], b_W)
-                T.copy(Kd[j, 0:n, i_h, 0:K], b_Kd)
-                T.copy(Qg[j, 0:C, i_h, 0:K], b_Qg)
-                T.copy(Aqk[j, 0:C, i_h, 0:n], b_Aqk)
-                T.copy(DO[j, 0:C, i_h, i_v * BV:(i_v + 1) * BV], b_dO)
-                for i, d in sty.par(K, BV):
-                    b_dSs[i, d] = T.cast(b_dS[i, d], dt)
-                T.copy(b_dSs, DHs[j, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
-                # dDelta = Aqk^T dO + Kd dS
-                gemm(b_Aqk, b_dO, b_dd, transpose_A=True, clear=True)
-                gemm(b_Kd, b_dSs, b_dd)
-                for r, d in sty.par(n, BV):
-                    b_dD[r, d] = T.cast(b_dd[r, d], dt)
-                # dS <- Dec dS + Qg^T dO - W^T dDelta
-                gemm(b_Qg, b_dO, b_qd, transpose_A=True, clear=True)
-                gemm(b_W, b_dD, b_wd, transpose_A=True, clear=True)
-                for i, d in sty.par(K, BV):
-                    b_dS[i, d] = b_dS[i, d] * Dec[j, i_h] + b_qd[i, d] - b_wd[i, d]
+            top = c0 + nchunks - 1   # the scan's first chunk (it walks backwards)
+            if prefetch:
+                b_W2 = sty.shared((n, K), dt)
+                b_Kd2 = sty.shared((n, K), dt)
+                b_Qg2 = sty.shared((C, K), dt)
+                b_Aqk2 = sty.shared((C, n), dt)
+                b_dO2 = sty.shared((C, BV), dt)
+                if nchunks > 0:
+                    load(W, Kd, Qg, Aqk, DO, top, i_h, i_v, b_W, b_Kd, b_Qg, b_Aqk, b_dO)
+                for tt in T.serial((nchunks + 1) // 2):
+                    load(W, Kd, Qg, Aqk, DO, T.max(top - 2 * tt - 1, c0), i_h, i_v,
+                         b_W2, b_Kd2, b_Qg2, b_Aqk2, b_dO2)
+                    wait(5)
+                    step(Dec, DHs, top - 2 * tt, i_h, i_v, b_W, b_Kd, b_Qg, b_Aqk, b_dO, b_dS, b_dSs, b_dd,
+                         b_dD, b_qd, b_wd)
+                    release()
+                    if 2 * tt + 1 < nchunks:
+                        load(W, Kd, Qg, Aqk, DO, T.max(top - 2 * tt - 2, c0), i_h, i_v,
+                             b_W, b_Kd, b_Qg, b_Aqk, b_dO)
+                        wait(5)
+                        step(Dec, DHs, top - 2 * tt - 1, i_h, i_v, b_W2, b_Kd2, b_Qg2, b_Aqk2, b_dO2, b_dS,
+                             b_dSs, b_dd, b_dD, b_qd, b_wd)
+                        release()
+                wait(0)
+            else:
+                for jj in sty.loop(nchunks):
+                    load(W, Kd, Qg, Aqk, DO, top - jj, i_h, i_v, b_W, b_Kd, b_Qg, b_Aqk, b_dO)
+                    step(Dec, DHs, top - jj, i_h, i_v, b_W, b_Kd, b_Qg, b_Aqk, b_dO, b_dS, b_dSs, b_dd,
+                         b_dD, b_qd, b_wd)
             T.copy(b_dS, DH0[i_n, i_h, 0:K, i_v * BV:(i_v + 1) * BV])
 
     return eda_dstates
