@@ -532,6 +532,44 @@ def tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
     return eda_tm
 
 
+def _prefetch_macros(sty: _Style, prefetch: bool, tiles: int) -> tuple[Any, Any]:
+    """``wait()``: until this step's ``tiles`` copies have landed (the next step's ``tiles`` may
+    still be in flight), then a barrier for the other threads' copies; ``release()``: a barrier
+    after a step, before copies into its set are issued. Both nothing on CPU or without
+    ``prefetch`` (the copies are then plain ``T.copy``)."""
+    T = sty.T
+    active = prefetch and not sty.cpu
+
+    @T.macro
+    def wait(pending):  # type: ignore[no-untyped-def]
+        if active:
+            T.ptx_wait_group(pending)
+            T.sync_threads()
+
+    @T.macro
+    def release():  # type: ignore[no-untyped-def]
+        if active:
+            T.sync_threads()
+
+    return wait, release
+
+
+def _tile_copy(sty: _Style, prefetch: bool) -> Any:
+    """A whole-tile copy global -> shared: ``T.async_copy`` (cp.async, one group, no wait) when
+    the kernel loads ahead on a GPU, else ``T.copy``."""
+    T = sty.T
+    asynchronous = prefetch and not sty.cpu
+
+    @T.macro
+    def tile(src, dst):  # type: ignore[no-untyped-def]
+        if asynchronous:
+            T.async_copy(src, dst)
+        else:
+            T.copy(src, dst)
+
+    return tile
+
+
 def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
     """o and the final states from q, k, e, v, G, beta, gamma and Tm (design "tm"): per chunk
     X = diag(b) (nu - e^G kappa S), Delta = Tm X, Aqk = (q kappa^T masked and decayed),
@@ -558,46 +596,22 @@ def recurrence_tm_kernel(problem: KernelProblem, tun: Tunables, style: str = "gp
     prefetch = tun.prefetch
     out_and_state = _out_state_macro(sty, gemm, n, C, K, BV, scale, dt)
     NC, H, N = T.dynamic("NC"), T.dynamic("H"), T.dynamic("N")
-    cpu = sty.cpu
-    #: the per-chunk tiles, in the order ``load`` fills them
+    #: the per-chunk tiles ``load`` copies (each its own cp.async group with ``prefetch``)
     NT = 8
+    wait, release = _prefetch_macros(sty, prefetch, NT)
+    tile = _tile_copy(sty, prefetch)
 
     @T.macro
     def load(E, Kk, Q, Tm, Vv, Gt, Betat, Gammat, c, i_h, i_v,
              b_e, b_k, b_q, b_Tm, b_v, b_gc, b_bet, b_gam):  # type: ignore[no-untyped-def]
-        if cpu or not prefetch:
-            T.copy(E[c, 0:C, i_h, 0:K], b_e)
-            T.copy(Kk[c, 0:C, i_h, 0:K], b_k)
-            T.copy(Q[c, 0:C, i_h, 0:K], b_q)
-            T.copy(Tm[c, 0:n, i_h, 0:n], b_Tm)
-            T.copy(Vv[c, 0:C, i_h, i_v * BV:(i_v + 1) * BV], b_v)
-            T.copy(Gt[c, i_h, 0:CR], b_gc)
-            T.copy(Betat[c, i_h, 0:CR], b_bet)
-            T.copy(Gammat[c, i_h, 0:CR], b_gam)
-        else:
-            # NT copies, each its own cp.async group
-            T.async_copy(E[c, 0:C, i_h, 0:K], b_e)
-            T.async_copy(Kk[c, 0:C, i_h, 0:K], b_k)
-            T.async_copy(Q[c, 0:C, i_h, 0:K], b_q)
-            T.async_copy(Tm[c, 0:n, i_h, 0:n], b_Tm)
-            T.async_copy(Vv[c, 0:C, i_h, i_v * BV:(i_v + 1) * BV], b_v)
-            T.async_copy(Gt[c, i_h, 0:CR], b_gc)
-            T.async_copy(Betat[c, i_h, 0:CR], b_bet)
-            T.async_copy(Gammat[c, i_h, 0:CR], b_gam)
-
-    @T.macro
-    def wait(pending):  # type: ignore[no-untyped-def]
-        """Until at most ``pending`` cp.async groups of this thread are in flight, then a barrier
-        (the copies of other threads); nothing on CPU or without prefetch."""
-        if not cpu and prefetch:
-            T.ptx_wait_group(pending)
-            T.sync_threads()
-
-    @T.macro
-    def release():  # type: ignore[no-untyped-def]
-        """Every thread is done with a set before the next copies into it are issued."""
-        if not cpu and prefetch:
-            T.sync_threads()
+        tile(E[c, 0:C, i_h, 0:K], b_e)
+        tile(Kk[c, 0:C, i_h, 0:K], b_k)
+        tile(Q[c, 0:C, i_h, 0:K], b_q)
+        tile(Tm[c, 0:n, i_h, 0:n], b_Tm)
+        tile(Vv[c, 0:C, i_h, i_v * BV:(i_v + 1) * BV], b_v)
+        tile(Gt[c, i_h, 0:CR], b_gc)
+        tile(Betat[c, i_h, 0:CR], b_bet)
+        tile(Gammat[c, i_h, 0:CR], b_gam)
 
     @T.macro
     def step(b_e, b_k, b_q, b_Tm, b_v, b_gc, b_bet, b_gam, b_S, b_Ss, b_ks, b_qs, b_es, b_kks, b_X,
@@ -728,44 +742,6 @@ def dstates_smem(K: int, V: int, dtype: str, BT: int, BV: int, num_stages: int, 
     C, n, db = BT, 2 * BT, DTYPE_BYTES[dtype]
     sets = 2 if prefetch else 1                              # W, Kd, Qg, Aqk, dO
     return (sets * (2 * n * K + C * K + C * n + C * BV) + K * BV + n * BV) * db + 2048  # dS, dDelta
-
-
-def _prefetch_macros(sty: _Style, prefetch: bool, tiles: int) -> tuple[Any, Any]:
-    """``wait()``: until this step's ``tiles`` copies have landed (the next step's ``tiles`` may
-    still be in flight), then a barrier for the other threads' copies; ``release()``: a barrier
-    after a step, before copies into its set are issued. Both nothing on CPU or without
-    ``prefetch`` (the copies are then plain ``T.copy``)."""
-    T = sty.T
-    active = prefetch and not sty.cpu
-
-    @T.macro
-    def wait(pending):  # type: ignore[no-untyped-def]
-        if active:
-            T.ptx_wait_group(pending)
-            T.sync_threads()
-
-    @T.macro
-    def release():  # type: ignore[no-untyped-def]
-        if active:
-            T.sync_threads()
-
-    return wait, release
-
-
-def _tile_copy(sty: _Style, prefetch: bool) -> Any:
-    """A whole-tile copy global -> shared: ``T.async_copy`` (cp.async, one group, no wait) when
-    the kernel loads ahead on a GPU, else ``T.copy``."""
-    T = sty.T
-    asynchronous = prefetch and not sty.cpu
-
-    @T.macro
-    def tile(src, dst):  # type: ignore[no-untyped-def]
-        if asynchronous:
-            T.async_copy(src, dst)
-        else:
-            T.copy(src, dst)
-
-    return tile
 
 
 def states_kernel(problem: KernelProblem, tun: Tunables, style: str = "gpu") -> Any:
