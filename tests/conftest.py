@@ -18,6 +18,11 @@ os.environ.pop("EDA_TUNE_BACKEND", None)
 CORE_SHARE = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 if "PYTEST_XDIST_WORKER" in os.environ:
     torch.set_num_threads(CORE_SHARE)
+    # and so do the processes a test starts (the tuner's trial workers): with a thread per core
+    # each, a fast config's trial in a loaded fresh-clone run timed 152 ms, as slow as the 150 ms
+    # sleep it was meant to beat (tests/test_tuner.py, 2026-12-08)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(CORE_SHARE)
 _TMP = tempfile.mkdtemp(prefix="eda-tune-tests-")
 os.environ["EDA_TUNE_CACHE"] = os.path.join(_TMP, "cache")
 os.environ["EDA_TUNE_RESULTS_DIR"] = os.path.join(_TMP, "results")
