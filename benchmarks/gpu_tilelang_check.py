@@ -44,6 +44,9 @@ DEFAULT_CONFIGS = [
     {"BT": 16, "BK": 64, "BV": 64, "threads": 128, "num_stages": 1, "design": "tm", "prefetch": True},
     {"BT": 16, "BK": 64, "BV": 32, "threads": 128, "num_stages": 1, "design": "tm", "prefetch": True},
     {"BT": 32, "BK": 64, "BV": 64, "threads": 128, "num_stages": 1, "design": "tm", "prefetch": True},
+    # the inverse kernel on one warp (threads_intra; the recurrence keeps 128 threads)
+    {"BT": 16, "BK": 64, "BV": 64, "threads": 128, "num_stages": 1, "design": "tm", "prefetch": True,
+     "threads_intra": 32},
     # pipelined (outside the space: slower on an H200, run 81; run with --outside-space)
     {"BT": 32, "BK": 64, "BV": 64, "threads": 256, "num_stages": 2, "design": "wu"},
     {"BT": 16, "BK": 64, "BV": 64, "threads": 128, "num_stages": 2, "design": "wu"},

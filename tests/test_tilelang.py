@@ -265,15 +265,27 @@ def _admitted_specs(problem: Problem, full: bool) -> list[tuple[Any, ...]]:
     return list(specs.values())
 
 
+#: the full walk's kernels in shards of kernel kinds, so that pytest-xdist's workers share it
+WALK_SHARDS = {"first": ("intra", "tm"), "recurrences": ("recurrence", "recurrence_tm")}
+LOWER_CASES = [f"{name}/{shard}" if full else name for name, (_, _, _, full) in LOWER_PROBLEMS.items()
+               for shard in (WALK_SHARDS if full else [""])]
+
+
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("name", list(LOWER_PROBLEMS))
-def test_admitted_configs_lower_for_sm90a(name: str, core_share: int) -> None:
+@pytest.mark.parametrize("case", LOWER_CASES)
+def test_admitted_configs_lower_for_sm90a(case: str, core_share: int) -> None:
     from kernel_variants.tilelang.kernels import GENERATORS
 
+    name, _, shard = case.partition("/")
     K, V, dtype, full = LOWER_PROBLEMS[name]
     full = full or os.environ.get("EDA_TILELANG_FULL_WALK") == "1"
     problem = _gpu_problem(K, V, dtype, training=name.endswith("-train"))
     specs = _admitted_specs(problem, full)
+    if shard:
+        kinds = WALK_SHARDS[shard]
+        assert {spec[0] for spec in specs} <= {k for ks in WALK_SHARDS.values() for k in ks}, "a kind in no shard"
+        specs = [spec for spec in specs if spec[0] in kinds]
+        assert specs, f"no {kinds} kernel admitted"
     if problem.training:
         assert {spec[0] for spec in specs} >= {"states", "dstates", "chunk_grads", "intra_bwd"}
     workers = min(2, core_share)
@@ -441,8 +453,9 @@ def test_sample_builds_with_nvcc() -> None:
     target = tvm.target.Target({"kind": "cuda", "arch": "sm_90a"})
     default = be.default_config(problem).to_dict()
     # the other design, and the tm recurrence loading ahead (cp.async, waits: ptxas must take them)
+    # with the inverse kernel on one warp
     for cfg in (default, {**default, "design": "tm" if default["design"] == "wu" else "wu"},
-                {**default, "design": "tm", "prefetch": True}):
+                {**default, "design": "tm", "prefetch": True, "threads_intra": 32}):
         assert be.check_config(problem, cfg)[0], cfg
         for kind, kp, tun in kernel_specs(problem, cfg):
             gen = GENERATORS[kind][0]

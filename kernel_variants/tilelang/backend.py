@@ -106,8 +106,11 @@ def kernel_specs(problem: Problem, config: Config | Mapping[str, Any], scale: fl
                    num_stages=int(cfg["num_stages"]))
     Kp, Vp = padded_dims(problem.K, problem.V, tun.BK, tun.BV)
     dt = problem.dtype
+    # the per-chunk kernel (intra or tm; the backward's recompute too) on its own thread count
+    # where ``threads_intra`` names one (0: the config's threads)
+    first_threads = int(cfg.get("threads_intra", 0)) or tun.threads
     intra = (KernelProblem(K=Kp, V=Vp, dtype=dt, scale=1.0, initial_state=False),
-             Tunables(BT=tun.BT, BK=tun.BK, BV=tun.BK, threads=tun.threads, num_stages=tun.num_stages))
+             Tunables(BT=tun.BT, BK=tun.BK, BV=tun.BK, threads=first_threads, num_stages=tun.num_stages))
     rec = KernelProblem(K=Kp, V=Vp, dtype=dt, scale=float(problem.K ** -0.5 if scale is None else scale),
                         initial_state=problem.initial_state)
     # the recurrences and the backward's scans tile V only: BK reaches them through the padded

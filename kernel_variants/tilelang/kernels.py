@@ -95,7 +95,7 @@ def _check(problem: KernelProblem, tun: Tunables, style: str) -> None:
     assert tun.BK % 16 == 0 and tun.BV % 16 == 0, (tun.BK, tun.BV)
     assert tun.num_stages >= 1, tun.num_stages
     if style == "gpu":
-        assert tun.threads % 128 == 0, tun.threads
+        assert tun.threads % 32 == 0, tun.threads
 
 
 # ---------------------------------------------------------------------------------------------
