@@ -97,6 +97,9 @@ CPU_CASES = {
     "segments-odd-T": (2, 77, 2, 32, 32, True, True, 0, False, {"BT": 16, "BK": 32, "BV": 32, "segments": 2}),
     "segments-varlen-tm": (1, 90, 2, 16, 32, True, True, 3, True, {"BT": 16, "BK": 32, "BV": 32, "segments": 2,
                                                                   "design": "tm"}),
+    # the GPU forward's default since run 90: design tm loading ahead, here cut in pieces (S4's)
+    "segments-tm-prefetch": (2, 150, 2, 16, 32, True, True, 0, False,
+                             {"BT": 16, "BK": 32, "BV": 32, "segments": 4, "design": "tm", "prefetch": True}),
 }
 
 
@@ -495,14 +498,18 @@ def test_default_segments_follow_the_problem() -> None:
 
 
 def test_default_design_and_tile_follow_the_problem() -> None:
-    """A forward-only GPU problem gets design tm (H200, runs 85 and 89: faster at S1, S3, S4), at
-    BV 32 where 64 or fewer programs would run the recurrence at BV 64 (S2: 3.825 ms against 5.731
-    at BV 64); training and the CPU build keep the space's default (wu, BV 64)."""
+    """A forward-only GPU problem gets design tm (H200, runs 85 and 89: faster at S1, S3, S4), with
+    prefetch and the inverse kernel on 32 threads (H100, run 90: S1 2.013 -> 1.415 ms), at BV 32
+    where 64 or fewer programs would run the recurrence at BV 64 (S2: 3.825 ms against 5.731 at BV
+    64); training and the CPU build keep the space's default (wu, BV 64, neither)."""
     be = _backend()
 
     def cfg(**kw: Any) -> tuple[str, int, int]:
         problem = Problem(**{"dtype": "bfloat16", "device": "cuda", "K": 128, "V": 128, **kw})
         c = be.default_config(problem)
+        # the GPU forward loads ahead with the inverse kernel on one warp (H100, run 90)
+        gpu_fwd = problem.device == "cuda" and not problem.training
+        assert (bool(c["prefetch"]), int(c["threads_intra"])) == ((True, 32) if gpu_fwd else (False, 0)), kw
         return str(c["design"]), int(c["BV"]), int(c["segments"])
 
     assert cfg(B=8, T=4096, H=16) == ("tm", 64, 1)                   # S1: 256 programs

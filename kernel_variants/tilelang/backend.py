@@ -508,7 +508,9 @@ class TileLangBackend(Backend):
         run 45) one S4 step took 13.34 ms of kernels with 16 pieces (torch.profiler, run 45) where
         the uncut step had timed 26.06 ms (bench, run 35); not yet benched side by side.
 
-        A forward-only GPU problem gets ``design: tm``, and BV 32 where 64 or fewer programs would
+        A forward-only GPU problem gets ``design: tm`` with ``prefetch`` and ``threads_intra: 32``
+        (H100, run 90, S1: 2.013 ms without either, 1.456 with prefetch, 1.415 with both; at BV 32
+        2.369 -> 2.037 with prefetch), and BV 32 where 64 or fewer programs would
         run its recurrence at BV 64 (S2: 64). H200, ``benchmarks/gpu_tilelang_check.py`` (runs 85
         and 89), ms, wu BV 64 (the space's default) / tm BV 64 / tm BV 32, all at BT 16: S1 2.197 /
         2.016 / 2.403; S2 5.282 / 5.731 / 3.825; S3 2.187 / 1.929 / 1.951; S4 (16 pieces) 4.764 /
@@ -517,7 +519,10 @@ class TileLangBackend(Backend):
         cfg = super().default_config(problem)
         gpu_forward = problem.device == "cuda" and not problem.training
         if gpu_forward:
+            # the recurrence loading each next chunk ahead, the inverse kernel on one warp: H100,
+            # run 90 (``gpu_tilelang_check.py``, S1, BT 16, BV 64): 2.013 -> 1.456 -> 1.415 ms
             cfg = with_tunables(self, problem, cfg, design="tm")
+            cfg = with_tunables(self, problem, cfg, prefetch=True, threads_intra=32)
         cfg = with_tunables(self, problem, cfg, segments=default_pieces(problem, int(cfg["BV"]), max_programs=32))
         if gpu_forward and recurrence_programs(problem, int(cfg["BV"])) * int(cfg["segments"]) <= 64:
             cfg = with_tunables(self, problem, cfg, BV=32)
