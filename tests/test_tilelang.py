@@ -269,11 +269,12 @@ def _admitted_specs(problem: Problem, full: bool) -> list[tuple[Any, ...]]:
 
 
 #: the full walk's kernels in shards of kernel kinds, so that pytest-xdist's workers share it
-WALK_SHARDS = {"first": ("intra", "tm"), "recurrences": ("recurrence", "recurrence_tm")}
+WALK_SHARDS = {"intra": ("intra",), "tm": ("tm",), "recurrence": ("recurrence",), "recurrence_tm": ("recurrence_tm",)}
 LOWER_CASES = [f"{name}/{shard}" if full else name for name, (_, _, _, full) in LOWER_PROBLEMS.items()
                for shard in (WALK_SHARDS if full else [""])]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("case", LOWER_CASES)
 def test_admitted_configs_lower_for_sm90a(case: str, core_share: int) -> None:
@@ -441,6 +442,7 @@ def test_row_sums_walk_rows_without_bank_conflicts(kind: str) -> None:
 # (c) a sample builds with nvcc
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(shutil.which("nvcc") is None and not os.path.exists("/usr/local/cuda/bin/nvcc"),
                     reason="nvcc not found (PATH, /usr/local/cuda/bin)")
